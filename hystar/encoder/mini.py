@@ -180,3 +180,17 @@ def load_mini(folder: Path | str = ASSET_DIR) -> Encoder:
         raise RuntimeError(f"{weights} lacks {sorted(missing)[:3]}...: not a hystar-mini checkpoint")
     encoder.load_state_dict(state, strict=False)
     return encoder.eval()
+
+
+def save_mini(encoder: Encoder, folder: Path | str, cfg: MiniConfig | None = None) -> Path:
+    """Write the trainable weights and config so that `load_encoder('hystar-mini:FOLDER')` restores them."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (cfg or MiniConfig()).to_json(folder / "config.json")
+    state = {k: v.detach().contiguous().cpu() for k, v in trainable_state(encoder).items()}
+    tmp = folder / "weights.tmp.safetensors"
+    save_file(state, str(tmp))
+    tmp.replace(folder / "weights.safetensors")
+    return folder
