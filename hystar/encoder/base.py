@@ -88,9 +88,13 @@ class Encoder(nn.Module):
     def tokenize(self, texts: Sequence[str]) -> Any:
         return self.text.tokenize(list(texts))
 
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        z = self.visual(pixels)
+    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        """Embedding from frozen trunk features (cached or fresh); `encode_image` is trunk + this."""
+        z = self.visual.forward_features(features)
         return F.normalize(z, dim=-1) if normalize else z
+
+    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.encode_features(self.visual.trunk(pixels), normalize)
 
     def encode_text(self, tokens: Any, normalize: bool = True) -> torch.Tensor:
         z = self.text(tokens)

@@ -1,0 +1,81 @@
+"""`hystar eval`: every model side by side on the same tasks in one run; JSON and a Markdown table out."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from .adapters import HystarEncoder, file_fingerprint, load_adapter
+from .data import DATASETS, load_dataset
+from .encoder import DEFAULT_ENCODER, load_encoder
+from .evaluate import EffNetPooled, evaluate_dataset, markdown_table, zero_shot
+
+
+def models_to_compare(args: argparse.Namespace):
+    base = load_encoder(args.encoder).requires_grad_(False)
+    models = {} if args.no_base else {"base": base}
+    for entry in args.adapter or []:
+        label, _, path = entry.rpartition("=")
+        label = label or Path(path).stem
+        models[label] = HystarEncoder(base, load_adapter(base, path), file_fingerprint(Path(path))).eval()
+    if args.baseline == "effnet-lite0":
+        if not hasattr(base.visual, "pooled_features"):
+            raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")
+        models["effnet-lite0"] = EffNetPooled(base)
+    return base, models
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    torch.set_grad_enabled(False)
+    base, models = models_to_compare(args)
+    report = {"encoder": args.encoder, "models": list(models), "retrieval": {}, "zero_shot": {}}
+    for name in args.data:
+        dataset = load_dataset(name)
+        for label, model in models.items():
+            report["retrieval"].setdefault(label, {}).update(evaluate_dataset(model, base, dataset))
+            if args.zero_shot and hasattr(model, "encode_text") and dataset.classes:
+                report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
+    return report
+
+
+def zero_shot_table(report: dict) -> str:
+    lines = ["| model | dataset | classes | seen-class test photos | accuracy (seen) | accuracy (unseen) |",
+             "|---|---|---|---|---|---|"]
+    for label, per_dataset in report["zero_shot"].items():
+        for name, z in per_dataset.items():
+            unseen = f"{z['unseen_accuracy']:.1f}" if "unseen_accuracy" in z else "–"
+            lines.append(f"| {label} | {name} | {z['classes']} | {z.get('seen_photos', 0)} | "
+                         f"{z.get('seen_accuracy', float('nan')):.1f} | {unseen} |")
+    return "\n".join(lines)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("eval", help="full-gallery Recall@K / mAP per query style, models side by side")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
+    parser.add_argument("--adapter", action="append", metavar="[LABEL=]FILE", help="adapter to compare (repeatable)")
+    parser.add_argument("--baseline", choices=("none", "effnet-lite0"), default="none")
+    parser.add_argument("--no-base", action="store_true", help="leave the unadapted encoder out")
+    parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "
+                                                         "(repeatable; default: all three)")
+    parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")
+    parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    args.data = args.data or list(DATASETS)
+    report = run_eval(args)
+    table = markdown_table(report["retrieval"])
+    text = f"Command: `hystar {' '.join(args.argv)}`\n\n{table}\n"
+    if report["zero_shot"]:
+        text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
+        text += zero_shot_table(report) + "\n"
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(text)
+    return 0

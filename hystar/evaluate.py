@@ -1,0 +1,207 @@
+"""Full-gallery retrieval evaluation per query style, and zero-shot classification.
+
+For a dataset, the gallery is every photo in it (all splits: train photos are distractors). Queries come from the
+test split: each real query style (sketch, art_painting, ...), each synthetic style of the test photos (mosaic,
+art, pencil), and captions. A task is instance-level when every query names a gallery instance, else category-level.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import Dataset, Item
+from .features import View, trunk_features
+from .metrics import relevance, retrieval_metrics, zero_shot_accuracy
+from .styles import SYNTHETIC_STYLES
+from .train_mini import PROMPT, class_name, dataset_features
+
+
+class FeatureEncoder(Protocol):
+    """What evaluation needs: embeddings from trunk features (and texts, where the model has a text tower)."""
+    name: str
+
+    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class Task:
+    dataset: str
+    query_style: str
+    level: str  # "instance" or "category"
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset} {self.query_style}→photo ({self.level})"
+
+
+class EffNetPooled(torch.nn.Module):
+    """Baseline: raw EfficientNet-Lite0 global-pooled features of the same trunk (no text tower)."""
+
+    name = "effnet-lite0-pooled"
+
+    def __init__(self, mini_encoder):
+        super().__init__()
+        self.visual = mini_encoder.visual
+
+    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        z = self.visual.pooled_features(features.float())
+        return F.normalize(z, dim=-1) if normalize else z
+
+
+@torch.no_grad()
+def embed_features(encoder: FeatureEncoder, features: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    return torch.cat([encoder.encode_features(features[i:i + batch_size].float())
+                      for i in range(0, len(features), batch_size)]).float().numpy()
+
+
+@torch.no_grad()
+def embed_captions(encoder, texts: Sequence[str]) -> np.ndarray:
+    from .embed import embed_texts
+
+    return embed_texts(encoder, texts)
+
+
+def _has_text(encoder) -> bool:
+    return hasattr(encoder, "encode_text")
+
+
+class DatasetViews:
+    """Cached trunk features for a dataset's items and for synthetic styles of its photos."""
+
+    def __init__(self, base_encoder, dataset: Dataset):
+        self.base, self.dataset = base_encoder, dataset
+        self.position = {id(item): k for k, item in enumerate(dataset.items)}
+        self._all: torch.Tensor | None = None
+        self._styled: dict[str, torch.Tensor] = {}
+
+    def originals(self, items: Sequence[Item]) -> torch.Tensor:
+        if self._all is None:
+            self._all = dataset_features(self.base, self.dataset)
+        return self._all[[self.position[id(item)] for item in items]]
+
+    def styled_photos(self, style: str, items: Sequence[Item]) -> torch.Tensor:
+        if style not in self._styled:
+            photos = self.dataset.photos()
+            self._styled[style] = trunk_features(self.base, [View(p, style) for p in photos],
+                                                 f"{self.dataset.name}-photo-{style}")
+            self._photo_row = {id(p): k for k, p in enumerate(photos)}
+        return self._styled[style][[self._photo_row[id(item)] for item in items]]
+
+
+def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES) -> list[Task]:
+    gallery_instances = {item.instance_id for item in dataset.photos() if item.instance_id}
+    tasks = []
+    for style in dataset.styles:
+        if style == "photo":
+            continue
+        queries = dataset.select(style=style, split="test")
+        paired = bool(queries) and all(q.instance_id in gallery_instances for q in queries)
+        if paired:
+            tasks.append(Task(dataset.name, style, "instance"))
+        if any(q.label for q in queries):
+            tasks.append(Task(dataset.name, style, "category"))
+    for style in synthetic:
+        tasks.append(Task(dataset.name, style, "instance"))
+    if dataset.text_queries("test"):
+        tasks.append(Task(dataset.name, "text", "instance"))
+    return tasks
+
+
+def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray) -> dict | None:
+    dataset = views.dataset
+    gallery = dataset.photos()
+    if task.query_style == "text":
+        if not _has_text(encoder):
+            return None
+        texts = dataset.text_queries("test")
+        query_vectors = embed_captions(encoder, [t.text for t in texts])
+        query_keys = np.array([t.instance_id for t in texts])
+    else:
+        test_photos = dataset.photos("test")
+        if task.query_style in SYNTHETIC_STYLES:
+            queries = test_photos
+            query_vectors = embed_features(encoder, views.styled_photos(task.query_style, queries))
+        else:
+            queries = dataset.select(style=task.query_style, split="test")
+            query_vectors = embed_features(encoder, views.originals(queries))
+        attribute = "label" if task.level == "category" else "key"
+        query_keys = np.array([getattr(q, attribute) for q in queries])
+    attribute = "label" if task.level == "category" else "key"
+    gallery_keys = np.array([getattr(g, attribute) if task.query_style != "text" else g.instance_id
+                             for g in gallery])
+    scores = query_vectors @ gallery_vectors.T
+    metrics = retrieval_metrics(scores, relevance(query_keys, gallery_keys))
+    if task.level == "instance":
+        row_of = {key: row for row, key in enumerate(gallery_keys)}
+        metrics |= dsr_protocol(query_vectors, gallery_vectors[[row_of[k] for k in query_keys]])
+    return metrics
+
+
+def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Task] | None = None) -> dict:
+    views = DatasetViews(base_encoder, dataset)
+    gallery_vectors = embed_features(encoder, views.originals(dataset.photos()))
+    results = {}
+    for task in tasks or tasks_for(dataset):
+        metrics = evaluate_task(encoder, views, task, gallery_vectors)
+        if metrics is not None:
+            results[task.name] = {**asdict(task), **metrics}
+    return results
+
+
+@torch.no_grad()
+def zero_shot(encoder, base_encoder, dataset: Dataset, split: str = "test") -> dict:
+    """Accuracy (%) of "a photo of a {class}" over all the dataset's classes, on its photos of `split`."""
+    views = DatasetViews(base_encoder, dataset)
+    classes = dataset.classes
+    class_text = embed_captions(encoder, [PROMPT.format(class_name(c)) for c in classes])
+    out = {"classes": len(classes)}
+    for group, unseen in (("seen", False), ("unseen", True)):
+        photos = [p for p in dataset.photos(split) if p.unseen == unseen]
+        if photos:
+            labels = np.array([classes.index(p.label) for p in photos])
+            image = embed_features(encoder, views.originals(photos))
+            out[f"{group}_accuracy"] = zero_shot_accuracy(image, class_text, labels)
+            out[f"{group}_photos"] = len(photos)
+    return out
+
+
+def markdown_table(results: dict[str, dict[str, dict]], columns: Sequence[str] = ("R@1", "R@5", "R@10", "mAP")) -> str:
+    """Rows: tasks; one group of columns per model. `results` maps model name -> task name -> metrics."""
+    models = list(results)
+    tasks = list(dict.fromkeys(t for m in models for t in results[m]))
+    header = "| task | queries | " + " | ".join(f"{m} {c}" for m in models for c in columns) + " |"
+    lines = [header, "|" + "---|" * (2 + len(models) * len(columns))]
+    for task in tasks:
+        first = next(results[m][task] for m in models if task in results[m])
+        cells = [f"{results[m][task][c]:.1f}" if task in results[m] else "–" for m in models for c in columns]
+        lines.append(f"| {task} | {first['queries']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+
+
+def dsr_protocol(query_vectors: np.ndarray, photo_vectors: np.ndarray, seed: int = 0, batch: int = 24) -> dict:
+    """The DSR benchmark protocol, labelled as such: queries in shuffled batches of 24 (query, photo) pairs, each
+    query ranked against its batch's 24 photos. Their "R@5" counts the top 4 (as their code does); we add true top 5.
+    `photo_vectors[i]` is query i's positive photo."""
+    order = np.random.default_rng(seed).permutation(len(query_vectors))
+    hits = {1: [], 4: [], 5: []}
+    for start in range(0, len(order) - batch + 1, batch):
+        rows = order[start:start + batch]
+        scores = query_vectors[rows] @ photo_vectors[rows].T
+        rank = (scores > scores.diagonal()[:, None]).sum(1)
+        for k in hits:
+            hits[k].extend(rank < k)
+    return {"DSR R@1": float(np.mean(hits[1]) * 100), 'DSR "R@5" (top-4)': float(np.mean(hits[4]) * 100),
+            "DSR top-5": float(np.mean(hits[5]) * 100), "DSR batches": len(hits[1]) // batch}

@@ -1,0 +1,202 @@
+"""Train Hystar adapters on (styled query, photo) pairs of the train split: `hystar train`.
+
+Pairs, all from cached trunk features:
+- instance: real sketches with the photo they draw (Sketchy, PACS `n0*` sketches); synthetic mosaic / art / pencil
+  renderings of a train photo with that photo;
+- category: PACS art paintings, cartoons and unpaired sketches with a photo of their class, drawn anew each epoch.
+Both sides go through the adapted encoder, each conditioned on its own style. A photo-anchor term keeps adapted
+photos near their base embeddings, so text → photo search (untouched text tower) keeps working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from .adapters import AdapterConfig, HystarAdapter, save_adapter
+from .data import Dataset, iter_datasets
+from .encoder import DEFAULT_ENCODER, load_encoder
+from .features import View, trunk_features
+from .losses import LOSSES, StyleNCEConfig
+from .styles import SYNTHETIC_STYLES
+from .train_mini import class_name, dataset_features
+
+ADAPTER_PATH = Path(__file__).resolve().parent.parent / "assets" / "hystar-mini-adapter.safetensors"
+TRAIN_DATASETS = ("pacs", "sketchy", "coco_mini")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 48
+    lr_static: float = 1e-3
+    lr_dynamic: float = 1e-4
+    loss: str = "stylence"
+    anchor_weight: float = 1.0
+    synthetic_styles: tuple[str, ...] = SYNTHETIC_STYLES
+    seed: int = 0
+
+
+@dataclass
+class PairSet:
+    """Query features with, for each, its positive photo (instance) or its class (category)."""
+    photos: torch.Tensor              # (P, ...) float16 trunk features of train photos
+    photo_class: list[str]
+    photo_key: list[str]
+    queries: torch.Tensor             # (Q, ...) float16
+    query_photo: list[int]            # photo row, or -1 for category-level
+    query_class: list[str]
+    query_style: list[str]
+
+    def sample_positives(self, rng: random.Random) -> torch.Tensor:
+        by_class = defaultdict(list)
+        for row, label in enumerate(self.photo_class):
+            by_class[label].append(row)
+        return torch.tensor([row if row >= 0 else rng.choice(by_class[label])
+                             for row, label in zip(self.query_photo, self.query_class, strict=True)])
+
+
+def synthetic_features(encoder, dataset: Dataset, style: str) -> torch.Tensor:
+    return trunk_features(encoder, [View(p, style) for p in dataset.photos()], f"{dataset.name}-photo-{style}")
+
+
+def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, ...]) -> PairSet:
+    photos, photo_class, photo_key, row_of = [], [], [], {}
+    queries, query_photo, query_class, query_style = [], [], [], []
+    for dataset in datasets:
+        features = dataset_features(encoder, dataset)
+        position = {id(item): k for k, item in enumerate(dataset.items)}
+        train_photos = [p for p in dataset.photos("train") if not p.unseen]
+        for photo in train_photos:
+            if photo.key not in row_of:
+                row_of[photo.key] = len(photos)
+                photos.append(features[position[id(photo)]])
+                photo_class.append(class_name(photo.label) if photo.label else f"instance:{photo.key}")
+                photo_key.append(photo.key)
+        for item in dataset.select(split="train", unseen=False):
+            if item.style == "photo":
+                continue
+            paired = item.instance_id and item.instance_id in row_of
+            queries.append(features[position[id(item)]])
+            query_photo.append(row_of[item.instance_id] if paired else -1)
+            query_class.append(class_name(item.label))
+            query_style.append(item.style)
+        all_photos = dataset.photos()
+        for style in synthetic_styles:
+            styled = synthetic_features(encoder, dataset, style)
+            for k, photo in enumerate(all_photos):
+                if photo.split == "train" and not photo.unseen:
+                    queries.append(styled[k])
+                    query_photo.append(row_of[photo.key])
+                    query_class.append(photo_class[row_of[photo.key]])
+                    query_style.append(style)
+    return PairSet(torch.stack(photos), photo_class, photo_key, torch.stack(queries), query_photo, query_class,
+                   query_style)
+
+
+def not_negative_mask(pairs: PairSet, rows: torch.Tensor, positives: torch.Tensor) -> torch.Tensor:
+    """Same photo twice, or a photo of the query's class for a category-level query: not a negative."""
+    keys = [pairs.photo_key[p] for p in positives.tolist()]
+    classes = [pairs.photo_class[p] for p in positives.tolist()]
+    category = [pairs.query_photo[r] < 0 for r in rows.tolist()]
+    size = len(rows)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    for i in range(size):
+        for j in range(size):
+            mask[i, j] = keys[i] == keys[j] or (category[i] and classes[i] == classes[j])
+    return mask
+
+
+def make_loss(name: str, stylence: StyleNCEConfig):
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose from {', '.join(LOSSES)}")
+    if name == "stylence":
+        return lambda q, p, m: LOSSES[name](q, p, m, stylence)
+    return LOSSES[name]
+
+
+def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig, cfg: TrainConfig, out: Path,
+                  stylence: StyleNCEConfig = StyleNCEConfig(), datasets: list[Dataset] | None = None) -> dict:
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    base = load_encoder(encoder_spec).requires_grad_(False)
+    adapter = HystarAdapter(base, adapter_cfg).train()
+    pairs = build_pairs(base, datasets or list(iter_datasets(TRAIN_DATASETS)), cfg.synthetic_styles)
+    dynamic = [p for n, p in adapter.named_parameters() if n.startswith("hyper.")]
+    static = [p for n, p in adapter.named_parameters() if not n.startswith("hyper.")]
+    groups = [g for g in ({"params": static, "lr": cfg.lr_static}, {"params": dynamic, "lr": cfg.lr_dynamic})
+              if g["params"]]
+    optimizer = torch.optim.Adam(groups)
+    loss_fn = make_loss(cfg.loss, stylence)
+    steps = len(pairs.queries) // cfg.batch_size
+    total, step, log, started = cfg.epochs * steps, 0, [], time.time()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(pairs.queries))
+        positives_all = pairs.sample_positives(rng)
+        bar = tqdm(range(steps), desc=f"train {cfg.loss} epoch {epoch + 1}/{cfg.epochs}")
+        running = 0.0
+        for b in bar:
+            rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            positives = positives_all[rows]
+            scale = 0.5 * (1 + math.cos(math.pi * step / total))
+            for group, base_lr in zip(optimizer.param_groups, [g["lr"] for g in groups], strict=True):
+                group["lr"] = base_lr * scale
+            features = torch.cat([pairs.queries[rows], pairs.photos[positives]]).float()
+            adapted, _ = adapter(base, features)
+            adapted = F.normalize(adapted, dim=-1)
+            q, p = adapted[:len(rows)], adapted[len(rows):]
+            loss = loss_fn(q, p, not_negative_mask(pairs, rows, positives))
+            if cfg.anchor_weight:
+                with torch.no_grad():
+                    anchor = base.encode_features(pairs.photos[positives].float())
+                loss = loss + cfg.anchor_weight * (1 - (p * anchor).sum(-1)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            running = 0.9 * running + 0.1 * loss.item() if b else loss.item()
+            bar.set_postfix(loss=f"{running:.3f}")
+        log.append({"epoch": epoch + 1, "loss": round(running, 4), "seconds": round(time.time() - started, 1)})
+    adapter.eval()
+    summary = {"train": asdict(cfg), "stylence": asdict(stylence), "pairs": len(pairs.queries),
+               "photos": len(pairs.photos), "log": log, "seconds": round(time.time() - started, 1)}
+    save_adapter(adapter, out, encoder_spec, summary)
+    return summary
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("train", help="train Hystar adapters for an encoder")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
+    parser.add_argument("--out", type=Path, default=ADAPTER_PATH)
+    parser.add_argument("--variant", choices=("hystar", "static"), default="hystar",
+                        help="hystar: dynamic ΔS + static MLP offsets; static: MLP offsets only (baseline)")
+    parser.add_argument("--style-code", default=AdapterConfig.style_code)
+    parser.add_argument("--loss", default=TrainConfig.loss, choices=sorted(LOSSES))
+    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--lr-static", type=float, default=TrainConfig.lr_static)
+    parser.add_argument("--lr-dynamic", type=float, default=TrainConfig.lr_dynamic)
+    parser.add_argument("--kernel-sign", type=float, default=StyleNCEConfig.kernel_sign)
+    parser.add_argument("--lam", type=float, default=StyleNCEConfig.lam)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    adapter_cfg = AdapterConfig(style_code=args.style_code,
+                                dynamic_blocks=() if args.variant == "static" else None)
+    cfg = TrainConfig(epochs=args.epochs, lr_static=args.lr_static, lr_dynamic=args.lr_dynamic, loss=args.loss,
+                      seed=args.seed)
+    summary = train_adapter(args.encoder, adapter_cfg, cfg, args.out,
+                            StyleNCEConfig(kernel_sign=args.kernel_sign, lam=args.lam))
+    print(json.dumps({"out": str(args.out), "pairs": summary["pairs"], "seconds": summary["seconds"]}))
+    return 0
