@@ -130,6 +130,8 @@ def gram_code(tokens: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
 
 
 class HystarAdapter(nn.Module):
+    kind = "hystar"
+
     def __init__(self, base: Encoder, cfg: AdapterConfig | None = None):
         super().__init__()
         self.cfg = cfg or AdapterConfig()
@@ -194,7 +196,8 @@ def file_fingerprint(path: Path) -> str:
 
 @dataclass
 class AdapterFile:
-    config: AdapterConfig
+    kind: str
+    config: object
     base_fingerprint: str
     base_spec: str
     training: dict = field(default_factory=dict)
@@ -210,7 +213,7 @@ def save_adapter(adapter: HystarAdapter, path: Path | str, base_spec: str, train
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
-    meta = {"config": asdict(adapter.cfg), "base_fingerprint": adapter.base_fingerprint, "base_spec": base_spec,
+    meta = {"kind": adapter.kind, "config": asdict(adapter.cfg), "base_fingerprint": adapter.base_fingerprint, "base_spec": base_spec,
             "training": training or {}}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"hystar": json.dumps(meta)})
@@ -230,14 +233,30 @@ def read_adapter_meta(path: Path | str) -> AdapterFile:
     if raw is None:
         raise ValueError(f"{path} is not a Hystar adapter (no 'hystar' metadata)")
     meta = json.loads(raw)
+    kind = meta.get("kind", "hystar")
     cfg = meta["config"]
-    if cfg.get("dynamic_blocks") is not None:
-        cfg["dynamic_blocks"] = tuple(cfg["dynamic_blocks"])
-    return AdapterFile(AdapterConfig(**cfg), meta["base_fingerprint"], meta.get("base_spec", "?"),
-                       meta.get("training", {}))
+    if kind == "hystar":
+        if cfg.get("dynamic_blocks") is not None:
+            cfg["dynamic_blocks"] = tuple(cfg["dynamic_blocks"])
+        config = AdapterConfig(**cfg)
+    elif kind == "gram-prompts":
+        from .baselines import PromptConfig
+
+        config = PromptConfig(**cfg)
+    else:
+        raise ValueError(f"{path}: unknown adapter kind {kind!r}")
+    return AdapterFile(kind, config, meta["base_fingerprint"], meta.get("base_spec", "?"), meta.get("training", {}))
 
 
-def load_adapter(base: Encoder, path: Path | str) -> HystarAdapter:
+def build_adapter(base: Encoder, kind: str, config) -> nn.Module:
+    if kind == "gram-prompts":
+        from .baselines import GramPromptAdapter
+
+        return GramPromptAdapter(base, config)
+    return HystarAdapter(base, config)
+
+
+def load_adapter(base: Encoder, path: Path | str) -> nn.Module:
     from safetensors.torch import load_file
 
     meta = read_adapter_meta(path)
@@ -245,7 +264,7 @@ def load_adapter(base: Encoder, path: Path | str) -> HystarAdapter:
         raise AdapterMismatchError(
             f"adapter {Path(path).name} was trained on {meta.base_spec} (fingerprint {meta.base_fingerprint}); "
             f"it cannot run on {base.name} (fingerprint {base.fingerprint})")
-    adapter = HystarAdapter(base, meta.config)
+    adapter = build_adapter(base, meta.kind, meta.config)
     adapter.load_state_dict(load_file(str(path)))
     return adapter.eval()
 
@@ -253,7 +272,7 @@ def load_adapter(base: Encoder, path: Path | str) -> HystarAdapter:
 class HystarEncoder(nn.Module):
     """Base encoder + adapter behind the same interface as `Encoder`; texts use the untouched text tower."""
 
-    def __init__(self, base: Encoder, adapter: HystarAdapter, adapter_fingerprint: str = "trained-in-memory"):
+    def __init__(self, base: Encoder, adapter: nn.Module, adapter_fingerprint: str = "trained-in-memory"):
         super().__init__()
         self.base, self.adapter = base, adapter
         self.name = f"{base.name}+hystar"
@@ -288,7 +307,8 @@ class HystarEncoder(nn.Module):
         features = self.base.visual.trunk(pixels)
         adapted, deltas = self.adapter(self.base, features)
         return {"adapted": F.normalize(adapted, dim=-1), "base": self.base.encode_features(features),
-                "delta_s": {i: d for i, d in deltas.items()}, "static": self.adapter.static_shifts()}
+                "delta_s": dict(deltas),
+                "static": self.adapter.static_shifts() if hasattr(self.adapter, "static_shifts") else {}}
 
 
 def load_adapted(encoder_spec: str, adapter_path: Path | str | None) -> Encoder | HystarEncoder:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .adapters import AdapterConfig, HystarAdapter, save_adapter
+from .baselines import GramPromptAdapter, PromptConfig
 from .data import Dataset, iter_datasets
 from .encoder import DEFAULT_ENCODER, load_encoder
 from .features import View, trunk_features
@@ -125,13 +126,24 @@ def make_loss(name: str, stylence: StyleNCEConfig):
     return LOSSES[name]
 
 
-def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig, cfg: TrainConfig, out: Path,
+def build_for_training(base, adapter_cfg: AdapterConfig | PromptConfig, pairs: PairSet):
+    if isinstance(adapter_cfg, PromptConfig):
+        adapter = GramPromptAdapter(base, adapter_cfg)
+        sample = torch.randperm(len(pairs.queries), generator=torch.Generator().manual_seed(0))[:4000]
+        features = torch.cat([pairs.queries[sample], pairs.photos[: len(sample) // 4]]).float()
+        adapter.init_from_codes(torch.cat([adapter.codes(base, features[i:i + 256])
+                                           for i in range(0, len(features), 256)]))
+        return adapter
+    return HystarAdapter(base, adapter_cfg)
+
+
+def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, cfg: TrainConfig, out: Path,
                   stylence: StyleNCEConfig = StyleNCEConfig(), datasets: list[Dataset] | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     base = load_encoder(encoder_spec).requires_grad_(False)
-    adapter = HystarAdapter(base, adapter_cfg).train()
     pairs = build_pairs(base, datasets or list(iter_datasets(TRAIN_DATASETS)), cfg.synthetic_styles)
+    adapter = build_for_training(base, adapter_cfg, pairs).train()
     dynamic = [p for n, p in adapter.named_parameters() if n.startswith("hyper.")]
     static = [p for n, p in adapter.named_parameters() if not n.startswith("hyper.")]
     groups = [g for g in ({"params": static, "lr": cfg.lr_static}, {"params": dynamic, "lr": cfg.lr_dynamic})
@@ -178,8 +190,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train Hystar adapters for an encoder")
     parser.add_argument("--encoder", default=DEFAULT_ENCODER)
     parser.add_argument("--out", type=Path, default=ADAPTER_PATH)
-    parser.add_argument("--variant", choices=("hystar", "static"), default="hystar",
-                        help="hystar: dynamic ΔS + static MLP offsets; static: MLP offsets only (baseline)")
+    parser.add_argument("--variant", choices=("hystar", "static", "gram-prompts"), default="hystar",
+                        help="hystar: dynamic ΔS + static MLP offsets; static: MLP offsets only (baseline); "
+                             "gram-prompts: FreestyleRet-style deep style prompts (baseline; use --loss triplet)")
     parser.add_argument("--style-code", default=AdapterConfig.style_code)
     parser.add_argument("--loss", default=TrainConfig.loss, choices=sorted(LOSSES))
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
@@ -192,8 +205,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    adapter_cfg = AdapterConfig(style_code=args.style_code,
-                                dynamic_blocks=() if args.variant == "static" else None)
+    adapter_cfg = PromptConfig() if args.variant == "gram-prompts" else AdapterConfig(
+        style_code=args.style_code, dynamic_blocks=() if args.variant == "static" else None)
     cfg = TrainConfig(epochs=args.epochs, lr_static=args.lr_static, lr_dynamic=args.lr_dynamic, loss=args.loss,
                       seed=args.seed)
     summary = train_adapter(args.encoder, adapter_cfg, cfg, args.out,

@@ -157,3 +157,18 @@ def test_losses_reward_matching_pairs():
     q = unit(16, seed=6)
     for loss in (info_nce, style_nce, symmetric_triplet):
         assert loss(q, q) < loss(q, unit(16, seed=7))
+
+
+def test_gram_prompt_baseline_really_uses_its_prompts(tmp_path, mini):
+    from hystar.baselines import GramPromptAdapter, PromptConfig
+
+    adapter = GramPromptAdapter(mini, PromptConfig(styles=2))
+    features = mini.visual.trunk(torch.randn(4, 3, 224, 224))
+    adapter.init_from_codes(adapter.codes(mini, features))
+    before, _ = adapter(mini, features)
+    with torch.no_grad():
+        adapter.prompts.mul_(3.0)
+    after, _ = adapter(mini, features)
+    assert not torch.allclose(before, after)
+    path = save_adapter(adapter, tmp_path / "prompts.safetensors", "hystar-mini")
+    assert torch.equal(load_adapter(mini, path)(mini, features)[0], after)
