@@ -158,11 +158,16 @@ def test_fingerprint_follows_the_weights(tmp_path, vit):
     from safetensors.torch import save_file
 
     path = tmp_path / "vit.safetensors"
-    save_file({k: v.contiguous() for k, v in vit.visual.vit.state_dict().items()} |
-              {k: v.contiguous() for k, v in vit.text.model.state_dict().items() if not k.startswith("visual.")},
-              str(path))
-    reloaded = load_encoder(f"ViT-B-32:{path}")
-    assert reloaded.embed_dim == vit.embed_dim
+    save_file({k: v.contiguous() for k, v in vit.text.model.state_dict().items()}, str(path))
+    first, second = load_encoder(f"ViT-B-32:{path}"), load_encoder(f"ViT-B-32:{path}")
+    assert first.fingerprint == second.fingerprint
+    pixels = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(first.encode_image(pixels), vit.encode_image(pixels), atol=1e-6)
+    with torch.no_grad():
+        next(second.parameters()).add_(1.0)
+    second._fingerprint = None
+    assert second.fingerprint != first.fingerprint
 
 
 def test_hub_spec_fails_fast_offline_and_names_alternatives(monkeypatch):
