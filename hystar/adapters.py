@@ -155,6 +155,7 @@ class HystarAdapter(nn.Module):
                                     for i in self.dynamic})
         self.fc = nn.ModuleList(StaticShift(b.mlp.c_fc) for b in blocks) if self.cfg.static_mlp else None
         self.proj = nn.ModuleList(StaticShift(b.mlp.c_proj) for b in blocks) if self.cfg.static_mlp else None
+        self._merged: tuple[tuple[int, ...], list] | None = None
 
     def style_code(self, base: Encoder, features: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -165,10 +166,18 @@ class HystarAdapter(nn.Module):
             return base.visual.head(base.visual.run_blocks(tokens))
 
     def mlp_weights(self, blocks: nn.ModuleList) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Static MLP weights; merged once and reused at inference until a parameter changes."""
         if self.fc is None:
             return [(b.mlp.c_fc.weight, b.mlp.c_proj.weight) for b in blocks]
-        return [(fc.weight(b.mlp.c_fc.weight), proj.weight(b.mlp.c_proj.weight))
-                for b, fc, proj in zip(blocks, self.fc, self.proj, strict=True)]
+        inference = not self.training and not torch.is_grad_enabled()
+        version = tuple(p._version for p in self.parameters()) + tuple(p._version for p in blocks.parameters())
+        if inference and self._merged is not None and self._merged[0] == version:
+            return self._merged[1]
+        weights = [(fc.weight(b.mlp.c_fc.weight), proj.weight(b.mlp.c_proj.weight))
+                   for b, fc, proj in zip(blocks, self.fc, self.proj, strict=True)]
+        if inference:
+            self._merged = (version, weights)
+        return weights
 
     def forward(self, base: Encoder, features: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Unnormalised adapted embedding and the ΔS of each dynamic block (for the views)."""
@@ -213,8 +222,8 @@ def save_adapter(adapter: HystarAdapter, path: Path | str, base_spec: str, train
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
-    meta = {"kind": adapter.kind, "config": asdict(adapter.cfg), "base_fingerprint": adapter.base_fingerprint, "base_spec": base_spec,
-            "training": training or {}}
+    meta = {"kind": adapter.kind, "config": asdict(adapter.cfg), "base_fingerprint": adapter.base_fingerprint,
+            "base_spec": base_spec, "training": training or {}}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={"hystar": json.dumps(meta)})
     tmp.replace(path)

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ["hystar.train_mini", "hystar.train", "hystar.eval_cli"]
+COMMAND_MODULES = ["hystar.train_mini", "hystar.train", "hystar.eval_cli", "hystar.search_cli", "hystar.quari_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,7 +11,7 @@ import torch
 from .adapters import HystarEncoder, file_fingerprint, load_adapter
 from .data import DATASETS, load_dataset
 from .encoder import DEFAULT_ENCODER, load_encoder
-from .evaluate import EffNetPooled, evaluate_dataset, markdown_table, zero_shot
+from .evaluate import EffNetPooled, Reranked, evaluate_dataset, markdown_table, zero_shot
 
 
 def models_to_compare(args: argparse.Namespace):
@@ -21,6 +21,14 @@ def models_to_compare(args: argparse.Namespace):
         label, _, path = entry.rpartition("=")
         label = label or Path(path).stem
         models[label] = HystarEncoder(base, load_adapter(base, path), file_fingerprint(Path(path))).eval()
+    if args.rerank == "quari":
+        from .rerank import NoRerankerError, load_default_reranker
+
+        for label, model in list(models.items()):
+            try:
+                models[f"{label}+quari"] = Reranked(model, load_default_reranker(model.fingerprint), args.top_k)
+            except NoRerankerError as error:
+                print(f"hystar eval: no QuARI for {label}: {error}")
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
             raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")
@@ -36,7 +44,7 @@ def run_eval(args: argparse.Namespace) -> dict:
         dataset = load_dataset(name)
         for label, model in models.items():
             report["retrieval"].setdefault(label, {}).update(evaluate_dataset(model, base, dataset))
-            if args.zero_shot and hasattr(model, "encode_text") and dataset.classes:
+            if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
                 report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
     return report
 
@@ -58,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--adapter", action="append", metavar="[LABEL=]FILE", help="adapter to compare (repeatable)")
     parser.add_argument("--baseline", choices=("none", "effnet-lite0"), default="none")
     parser.add_argument("--no-base", action="store_true", help="leave the unadapted encoder out")
+    parser.add_argument("--rerank", choices=("none", "quari"), default="none",
+                        help="also each model re-ranked by its QuARI (trained with `hystar train-quari`)")
+    parser.add_argument("--top-k", type=int, default=1000, help="candidates re-ranked per query")
     parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "
                                                          "(repeatable; default: all three)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")

@@ -56,6 +56,30 @@ class EffNetPooled(torch.nn.Module):
         return F.normalize(z, dim=-1) if normalize else z
 
 
+class Reranked:
+    """A model whose top-k gallery candidates per query are re-scored by a re-ranker (e.g. QuARI)."""
+
+    def __init__(self, model, reranker, top_k: int = 1000):
+        self.model, self.reranker, self.top_k = model, reranker, top_k
+        self.name = f"{getattr(model, 'name', 'model')}+rerank"
+
+    def __getattr__(self, attribute: str):
+        return getattr(self.model, attribute)
+
+    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.model.encode_features(features, normalize)
+
+    def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        if len(gallery) <= self.top_k:
+            return self.reranker.rerank_batch(queries, gallery)
+        base = queries @ gallery.T
+        out = base - 1e3  # everything outside the top k ranks below the re-ranked candidates
+        for row, query in enumerate(queries):
+            top = np.argpartition(-base[row], self.top_k)[:self.top_k]
+            out[row, top] = self.reranker.rerank(query, gallery[top])
+        return out
+
+
 @torch.no_grad()
 def embed_features(encoder: FeatureEncoder, features: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     return torch.cat([encoder.encode_features(features[i:i + batch_size].float())
@@ -137,7 +161,8 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
     attribute = "label" if task.level == "category" else "key"
     gallery_keys = np.array([getattr(g, attribute) if task.query_style != "text" else g.instance_id
                              for g in gallery])
-    scores = query_vectors @ gallery_vectors.T
+    scores = encoder.scores(query_vectors, gallery_vectors) if hasattr(encoder, "scores") else \
+        query_vectors @ gallery_vectors.T
     metrics = retrieval_metrics(scores, relevance(query_keys, gallery_keys))
     if task.level == "instance":
         row_of = {key: row for row, key in enumerate(gallery_keys)}

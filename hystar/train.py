@@ -138,7 +138,7 @@ def build_for_training(base, adapter_cfg: AdapterConfig | PromptConfig, pairs: P
 
 
 def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, cfg: TrainConfig, out: Path,
-                  stylence: StyleNCEConfig = StyleNCEConfig(), datasets: list[Dataset] | None = None) -> dict:
+                  stylence: StyleNCEConfig | None = None, datasets: list[Dataset] | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     base = load_encoder(encoder_spec).requires_grad_(False)
@@ -149,6 +149,7 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
     groups = [g for g in ({"params": static, "lr": cfg.lr_static}, {"params": dynamic, "lr": cfg.lr_dynamic})
               if g["params"]]
     optimizer = torch.optim.Adam(groups)
+    stylence = stylence or StyleNCEConfig()
     loss_fn = make_loss(cfg.loss, stylence)
     steps = len(pairs.queries) // cfg.batch_size
     total, step, log, started = cfg.epochs * steps, 0, [], time.time()
