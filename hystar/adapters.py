@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -318,6 +319,16 @@ class HystarEncoder(nn.Module):
         return {"adapted": F.normalize(adapted, dim=-1), "base": self.base.encode_features(features),
                 "delta_s": dict(deltas),
                 "static": self.adapter.static_shifts() if hasattr(self.adapter, "static_shifts") else {}}
+
+
+@lru_cache(maxsize=4)
+def shared_adapted(encoder_spec: str, adapter_path: str) -> HystarEncoder:
+    """One read-only adapted encoder per (spec, adapter file) for a process, on the shared base encoder."""
+    from .encoder import shared_encoder
+
+    base = shared_encoder(encoder_spec)
+    adapter = load_adapter(base, adapter_path).requires_grad_(False)
+    return HystarEncoder(base, adapter, file_fingerprint(Path(adapter_path))).eval()
 
 
 def load_adapted(encoder_spec: str, adapter_path: Path | str | None) -> Encoder | HystarEncoder:
