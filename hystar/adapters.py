@@ -238,8 +238,11 @@ def read_adapter_meta(path: Path | str) -> AdapterFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"adapter file {path} does not exist")
-    with safe_open(str(path), "pt") as handle:
-        raw = (handle.metadata() or {}).get("hystar")
+    try:
+        with safe_open(str(path), "pt") as handle:
+            raw = (handle.metadata() or {}).get("hystar")
+    except Exception as error:  # safetensors raises its own error types for damaged headers
+        raise ValueError(f"{path.name} is not a readable adapter file (safetensors: {error})") from None
     if raw is None:
         raise ValueError(f"{path} is not a Hystar adapter (no 'hystar' metadata)")
     meta = json.loads(raw)
