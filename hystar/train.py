@@ -140,7 +140,6 @@ def build_for_training(base, adapter_cfg: AdapterConfig | PromptConfig, pairs: P
 def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, cfg: TrainConfig, out: Path,
                   stylence: StyleNCEConfig | None = None, datasets: list[Dataset] | None = None) -> dict:
     torch.manual_seed(cfg.seed)
-    rng = random.Random(cfg.seed)
     base = load_encoder(encoder_spec).requires_grad_(False)
     pairs = build_pairs(base, datasets or list(iter_datasets(TRAIN_DATASETS)), cfg.synthetic_styles)
     adapter = build_for_training(base, adapter_cfg, pairs).train()
@@ -148,21 +147,25 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
     static = [p for n, p in adapter.named_parameters() if not n.startswith("hyper.")]
     groups = [g for g in ({"params": static, "lr": cfg.lr_static}, {"params": dynamic, "lr": cfg.lr_dynamic})
               if g["params"]]
+    base_lrs = [g["lr"] for g in groups]  # the optimizer rewrites its groups' lr; keep the schedule's base apart
     optimizer = torch.optim.Adam(groups)
     stylence = stylence or StyleNCEConfig()
     loss_fn = make_loss(cfg.loss, stylence)
     steps = len(pairs.queries) // cfg.batch_size
-    total, step, log, started = cfg.epochs * steps, 0, [], time.time()
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(pairs.queries))
-        positives_all = pairs.sample_positives(rng)
+    total, log, started = cfg.epochs * steps, [], time.time()
+    checkpoint = Path(out).with_suffix(".ckpt")
+    first_epoch = resume(checkpoint, adapter, optimizer, cfg, log)
+    step = first_epoch * steps
+    for epoch in range(first_epoch, cfg.epochs):
+        order = torch.randperm(len(pairs.queries), generator=torch.Generator().manual_seed(cfg.seed * 1000 + epoch))
+        positives_all = pairs.sample_positives(random.Random(cfg.seed * 1000 + epoch))
         bar = tqdm(range(steps), desc=f"train {cfg.loss} epoch {epoch + 1}/{cfg.epochs}")
         running = 0.0
         for b in bar:
             rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             positives = positives_all[rows]
             scale = 0.5 * (1 + math.cos(math.pi * step / total))
-            for group, base_lr in zip(optimizer.param_groups, [g["lr"] for g in groups], strict=True):
+            for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base_lr * scale
             features = torch.cat([pairs.queries[rows], pairs.photos[positives]]).float()
             adapted, _ = adapter(base, features)
@@ -180,11 +183,37 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
             running = 0.9 * running + 0.1 * loss.item() if b else loss.item()
             bar.set_postfix(loss=f"{running:.3f}")
         log.append({"epoch": epoch + 1, "loss": round(running, 4), "seconds": round(time.time() - started, 1)})
+        save_checkpoint(checkpoint, adapter, optimizer, cfg, epoch + 1, log)
     adapter.eval()
     summary = {"train": asdict(cfg), "stylence": asdict(stylence), "pairs": len(pairs.queries),
                "photos": len(pairs.photos), "log": log, "seconds": round(time.time() - started, 1)}
     save_adapter(adapter, out, encoder_spec, summary)
+    checkpoint.unlink(missing_ok=True)
     return summary
+
+
+def save_checkpoint(path: Path, adapter, optimizer, cfg: TrainConfig, epochs_done: int, log: list) -> None:
+    """Adapter and optimizer state after a whole epoch, written atomically; `resume` continues from it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".ckpt.tmp")
+    torch.save({"adapter": adapter.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
+                "config": json.dumps(asdict(cfg)), "log": json.dumps(log)}, tmp)
+    tmp.replace(path)
+
+
+def resume(path: Path, adapter, optimizer, cfg: TrainConfig, log: list) -> int:
+    """Epochs already done by an interrupted run of the same configuration (0 without a checkpoint)."""
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config"] != json.dumps(asdict(cfg)):
+        print(f"hystar train: ignoring {path.name}: it was written by another configuration")
+        return 0
+    adapter.load_state_dict(state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    log.extend(json.loads(state["log"]))
+    print(f"hystar train: resuming after epoch {state['epochs_done']} from {path.name}")
+    return int(state["epochs_done"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
