@@ -113,7 +113,7 @@ def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F"])
 def test_any_pil_mode_opens_as_rgb(mode):
     image = checkerboard().convert("RGB").convert(mode) if mode not in ("I;16", "I", "F") else \
-        Image.fromarray((np.asarray(checkerboard().convert("L")).astype(np.uint16) * 257)).convert(mode)
+        Image.fromarray(np.asarray(checkerboard().convert("L")).astype(np.uint16) * 257).convert(mode)
     assert open_image(image).mode == "RGB"
 
 
