@@ -1,0 +1,67 @@
+"""Hystar app (Hugging Face Spaces entry point): sketch, image or text to photos, with style adaptation.
+
+    python app.py [--gallery DIR] [--encoder SPEC] [--adapter FILE] [--port N]
+
+Without --gallery the demo photos under $HYSTAR_DATA are indexed on first start (later starts load the index).
+Runs on the CPU, or on a GPU when there is one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from hystar.encoder import DEFAULT_ENCODER
+from hystar.gallery import GALLERY_INDEX_ROOT, GalleryNotFoundError
+from hystar.service import SearchService, ServiceConfig, default_adapter
+from hystar.ui import UiConfig, build_app, launch
+from hystar.views import UmapConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gallery", type=Path, help="folder of images to search (default: the demo photos)")
+    parser.add_argument("--encoder", default=DEFAULT_ENCODER, help=f"encoder spec (default: {DEFAULT_ENCODER})")
+    parser.add_argument("--adapter", type=Path, help="adapter file (default: the trained hystar-mini adapter, "
+                                                     "when the encoder is hystar-mini and it exists)")
+    parser.add_argument("--no-adapter", action="store_true", help="base encoder only")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME"),
+                        help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve a network)")
+    parser.add_argument("--index-root", type=Path, default=GALLERY_INDEX_ROOT, help="where gallery indexes live")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: cores / concurrent searches)")
+    parser.add_argument("--concurrency", type=int, default=UiConfig.concurrency, help="searches run at once")
+    parser.add_argument("--no-umap", action="store_true", help="skip the UMAP view")
+    return parser.parse_args(argv)
+
+
+def adapter_path(args: argparse.Namespace) -> Path | None:
+    if args.no_adapter:
+        return None
+    if args.adapter is not None:
+        return args.adapter
+    return default_adapter() if args.encoder == DEFAULT_ENCODER else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // args.concurrency))
+    config = ServiceConfig(encoder=args.encoder, adapter=adapter_path(args), gallery=args.gallery,
+                           index_root=args.index_root, device=args.device,
+                           umap=None if args.no_umap else UmapConfig())
+    try:
+        service = SearchService.open(config)
+    except (GalleryNotFoundError, FileNotFoundError, ValueError) as error:
+        print(f"hystar app: {error}", file=sys.stderr)
+        return 2
+    launch(build_app(service, UiConfig(concurrency=args.concurrency)), port=args.port, host=args.host)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The Gradio app: query inputs on the left, base vs adapted results and the two views on the right.
+
+All the work is done by `hystar.service.SearchService`; this module lays it out and turns every bad input into
+a short warning (a toast and the status line), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from PIL import Image
+
+from .images import MAX_BYTES, ImageError
+from .service import MAX_K, Query, QueryError, Result, SearchResponse, SearchService
+from .views import delta_figure, umap_figure
+
+log = logging.getLogger(__name__)
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLE_KINDS = {"sketch": "sketch", "painting": "painting", "lowres": "low-res shot"}
+SIDE_BY_SIDE, ALONE = 3, 6          # result columns per gallery with and without the adapted side
+CSS = """
+#status { min-height: 2.2em; }
+#examples .caption-label { font-size: 0.75em; }
+"""
+
+
+@dataclass(frozen=True)
+class UiConfig:
+    title: str = "Hystar: style-adaptive image search"
+    k: int = 12
+    canvas: int = 512                 # square canvas, in pixels
+    brush: int = 6
+    concurrency: int = 2              # searches running at once; the rest wait in the queue
+    queue_size: int = 32
+    examples: Path = EXAMPLES_DIR
+
+
+# ---------------------------------------------------------------------------------------------- text
+
+def header(service: SearchService, title: str = UiConfig.title) -> str:
+    meta = service.base.index.meta
+    adapt = "available" if service.can_adapt else "unavailable (no trained adapter)"
+    rerank = "available" if service.can_rerank else "unavailable (no QuARI re-ranker trained for this encoder)"
+    lines = [f"## {title}",
+             "Draw a sketch, upload a painting or a low-res shot, type a text, or combine them: Hystar adapts "
+             "the image encoder to the query's style before searching.",
+             f"Gallery: **{len(service.base.index):,}** images under `{meta.root}` · encoder "
+             f"`{meta.encoder['spec']}` · style adaptation: {adapt} · re-rank: {rerank}"]
+    return "\n\n".join(lines)
+
+
+def status_line(response: SearchResponse) -> str:
+    parts = " + ".join(response.parts)
+    sides = "per side, base and adapted," if response.adapted is not None else "of the base encoder"
+    text = (f"**{len(response.base)}** results {sides} for {parts} · "
+            f"{response.timings.get('total', 0.0):.0f} ms" + (" · re-ranked by QuARI" if response.reranked else ""))
+    return "  \n".join([text] + [f"⚠ {note}" for note in response.notes])
+
+
+def caption(result: Result) -> str:
+    return f"{result.label} · {result.score:.2f}"
+
+
+def details(response: SearchResponse) -> dict[str, Any]:
+    def rows(results: list[Result] | None) -> list[dict[str, Any]] | None:
+        if results is None:
+            return None
+        return [{"rank": r.rank, "score": round(r.score, 5), "label": r.label, "class": r.cls, "name": r.name}
+                for r in results]
+
+    return {"parts": response.parts, "base": rows(response.base), "adapted": rows(response.adapted),
+            "reranked": response.reranked, "notes": response.notes,
+            "timings_ms": {k: round(v, 1) for k, v in response.timings.items()},
+            "delta_s": [{"source": e.source, "layers": [{"block": layer.block, "norm": round(layer.norm, 5),
+                                                         "relative": round(layer.relative, 5)}
+                                                        for layer in e.layers]} for e in response.explanations],
+            "umap": None if response.placement is None else {"base": response.placement.base,
+                                                              "adapted": response.placement.adapted}}
+
+
+# ---------------------------------------------------------------------------------------------- figures
+
+def delta_view(service: SearchService, response: SearchResponse | None) -> Any:
+    if not service.can_adapt:
+        return delta_figure([], [], "style adaptation is unavailable: no trained adapter")
+    if response is None:
+        return delta_figure([], [], "search to see the ΔS of each adapted layer")
+    if response.adapted is None:
+        return delta_figure([], [], "style adaptation is off")
+    note = "" if response.explanations else "text only: ΔS adapts image queries (static offsets shown)"
+    return delta_figure(response.explanations, response.offsets, note)
+
+
+def umap_view(service: SearchService, response: SearchResponse | None) -> Any:
+    projection = service.umap_map()
+    if projection is None:
+        note = "UMAP is being fitted (once per gallery)…" if service.has_umap else "UMAP view is off"
+        return umap_figure(None, None, note)
+    return umap_figure(projection, response.placement if response is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------- handlers
+
+def blank_canvas(size: int) -> dict[str, Any]:
+    return {"background": Image.new("RGB", (size, size), "white"), "layers": [], "composite": None}
+
+
+def _file(payload: Any) -> str | None:
+    """The path of an uploaded file, as the search listeners receive it (not preprocessed, see `build_app`)."""
+    if isinstance(payload, dict):
+        return payload.get("path")
+    return payload
+
+
+def _canvas(editor: Any) -> str | None:
+    """The flattened canvas of an ImageEditor payload (the background when nothing was drawn on it)."""
+    if isinstance(editor, dict) and ("composite" in editor or "background" in editor):
+        return _file(editor.get("composite")) or _file(editor.get("background"))
+    return _file(editor)
+
+
+def _gallery(results: list[Result] | None) -> list[tuple[str, str]]:
+    return [(str(r.path), caption(r)) for r in results or []]
+
+
+def make_search(service: SearchService):
+    def search(sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight,
+               adapt, rerank, k):
+        query = Query(sketch=_canvas(sketch), image=_file(image), text=text or "", negative=negative or "",
+                      sketch_weight=sketch_weight, image_weight=image_weight, text_weight=text_weight,
+                      negative_weight=negative_weight, k=int(k), adapt=bool(adapt), rerank=bool(rerank))
+        try:
+            response = service.search(query)
+        except (QueryError, ImageError) as error:
+            return _warn(str(error))
+        except Exception:  # noqa: BLE001 - logged here; the user gets one line, never a traceback
+            log.exception("search failed")
+            return _warn("the search failed on the server; try another query")
+        paths = {"base": [str(r.path) for r in response.base],
+                 "adapted": [str(r.path) for r in response.adapted or []]}
+        side_by_side = response.adapted is not None
+        return (status_line(response),
+                gr.Gallery(value=_gallery(response.base), columns=SIDE_BY_SIDE if side_by_side else ALONE),
+                gr.Gallery(value=_gallery(response.adapted), visible=side_by_side),
+                delta_view(service, response), umap_view(service, response), details(response), paths)
+
+    return search
+
+
+def _warn(message: str) -> tuple:
+    gr.Warning(message, duration=6)
+    return (f"⚠ {message}",) + (gr.skip(),) * 6
+
+
+def make_select(side: str, canvas: int):
+    def select(paths: dict[str, list[str]], event: gr.SelectData):
+        chosen = (paths or {}).get(side, [])
+        if event.index is None or not 0 <= int(event.index) < len(chosen):
+            return (gr.skip(),) * 4
+        return blank_canvas(canvas), chosen[int(event.index)], "", ""
+
+    return select
+
+
+def example_files(folder: Path) -> list[tuple[str, str]]:
+    files = []
+    for kind, name in EXAMPLE_KINDS.items():
+        for path in sorted(folder.glob(f"{kind}_*")):
+            files.append((str(path), f"{name}: {path.stem.split('_', 1)[1]}"))
+    return files
+
+
+def make_example_select(examples: list[tuple[str, str]], canvas: int):
+    def select(event: gr.SelectData):
+        path = examples[int(event.index)][0]
+        if Path(path).name.startswith("sketch_"):  # onto the canvas, to draw on
+            return {"background": path, "layers": [], "composite": path}, None, "", ""
+        return blank_canvas(canvas), path, "", ""
+
+    return select
+
+
+def make_clear(service: SearchService, canvas: int):
+    def run():
+        return (blank_canvas(canvas), None, "", "", "Draw, upload or type, then **Search**.", [], [],
+                delta_view(service, None), umap_view(service, None), None, {"base": [], "adapted": []})
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- layout
+
+def served_folders(service: SearchService) -> list[Path]:
+    """The folders the results are served from, served in place (never copied): the gallery folder and,
+    for images that are symbolic links out of it, the folders they point into."""
+    index = service.base.index
+    root = Path(os.path.realpath(index.root))
+    outside = {Path(os.path.realpath(index.path(row))).parent for row in range(len(index))}
+    return [root] + sorted(folder for folder in outside if not folder.is_relative_to(root))
+
+
+def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Blocks:
+    """The app around `service`; launch it with `launch`."""
+    config = config or UiConfig()
+    examples = example_files(config.examples)
+    gr.set_static_paths([str(folder) for folder in served_folders(service)] + [str(config.examples)])
+    with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
+        gr.Markdown(header(service, config.title))
+        paths = gr.State({"base": [], "adapted": []})
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=380):
+                sketch = gr.Sketchpad(
+                    value=blank_canvas(config.canvas), label="sketch", type="pil", image_mode="RGB",
+                    canvas_size=(config.canvas, config.canvas), fixed_canvas=True, layers=False, transforms=(),
+                    brush=gr.Brush(default_size=config.brush, colors=["#000000"], color_mode="fixed"),
+                    height=config.canvas + 40, elem_id="sketch")
+                sketch_weight = gr.Slider(0, 2, 1.0, step=0.1, label="sketch weight")
+                image = gr.Image(label="image: a painting, a photo, a low-res shot", type="filepath",
+                                      sources=["upload", "clipboard"], height=220, elem_id="upload")
+                image_weight = gr.Slider(0, 2, 1.0, step=0.1, label="image weight")
+                with gr.Row():
+                    text = gr.Textbox(label="text", placeholder="a photo of a giraffe", scale=3)
+                    text_weight = gr.Slider(0, 2, 1.0, step=0.1, label="text weight", scale=2)
+                with gr.Row():
+                    negative = gr.Textbox(label="negative text (pushed away)", placeholder="a drawing", scale=3)
+                    negative_weight = gr.Slider(0, 2, 0.5, step=0.1, label="negative weight", scale=2)
+                with gr.Row():
+                    search_button = gr.Button("Search", variant="primary", elem_id="search")
+                    clear_button = gr.Button("Clear")
+                with gr.Group():
+                    adapt = gr.Checkbox(
+                        service.can_adapt, label="style adaptation (Hystar), side by side with the base encoder",
+                        interactive=service.can_adapt,
+                        info=None if service.can_adapt else "unavailable: no trained adapter was found")
+                    rerank = gr.Checkbox(
+                        False, label="re-rank with QuARI", interactive=service.can_rerank,
+                        info=None if service.can_rerank else "unavailable: no QuARI re-ranker is trained for "
+                                                                "this encoder")
+                    online = gr.Checkbox(False, label="online adaptation", visible=False)  # lands later
+                    gr.Button("reset online adaptation", visible=False)
+                    k = gr.Slider(1, MAX_K, config.k, step=1, label="top-k")
+                example_gallery = gr.Gallery(value=examples, label="examples: one click each", columns=5,
+                                             height=260, allow_preview=False, elem_id="examples")
+            with gr.Column(scale=3, min_width=480):
+                status = gr.Markdown("Draw, upload or type, then **Search**.", elem_id="status")
+                with gr.Row():
+                    base_gallery = gr.Gallery(label="base encoder", height=520, allow_preview=False,
+                                              columns=SIDE_BY_SIDE if service.can_adapt else ALONE,
+                                              elem_id="base-results")
+                    adapted_gallery = gr.Gallery(label="Hystar (style-adapted)", columns=SIDE_BY_SIDE, height=520,
+                                                 allow_preview=False, visible=service.can_adapt,
+                                                 elem_id="adapted-results")
+                with gr.Row():
+                    delta_plot = gr.Plot(delta_view(service, None), label="ΔS per layer", elem_id="delta-plot")
+                    umap_plot = gr.Plot(umap_view(service, None), label="style shift (UMAP)",
+                                        elem_id="umap-plot")
+                with gr.Accordion("details", open=False):
+                    info = gr.JSON(label="last search")
+
+        inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
+                  rerank, k]
+        outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
+        search = make_search(service)
+        new_query = [sketch, image, text, negative]
+        # Uploads reach `search` undecoded (preprocess=False): `hystar.images.open_image` judges every file
+        # (corrupt, huge, odd modes) and says what is wrong in one line; gradio's own decoding would not.
+        searching = dict(fn=search, inputs=inputs, outputs=outputs, preprocess=False)
+        search_button.click(**searching, api_name="search")
+        text.submit(**searching, api_visibility="private")
+        for gallery, side in ((base_gallery, "base"), (adapted_gallery, "adapted")):
+            gallery.select(make_select(side, config.canvas), [paths], new_query, api_visibility="private") \
+                .then(**searching, api_visibility="private")
+        example_gallery.select(make_example_select(examples, config.canvas), None, new_query,
+                               api_visibility="private").then(**searching, api_visibility="private")
+        clear_button.click(make_clear(service, config.canvas), None, new_query + outputs, api_visibility="private")
+        online.change(lambda value: None, online, None, api_visibility="private")
+    return demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
+
+
+def launch(demo: gr.Blocks, port: int | None = None, host: str | None = None, block: bool = True,
+           quiet: bool = False) -> str:
+    """Serve the app; returns its local URL (with `block=False` the server runs in the background)."""
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet, css=CSS,
+                show_error=False, footer_links=["api"], max_file_size=MAX_BYTES)  # larger: refused on upload
+    return demo.local_url
+

@@ -1,0 +1,285 @@
+"""What the app shows besides results: the ΔS bar chart of a query and the UMAP map of its style shift.
+
+- `delta_figure`: per adapted attention layer, the query's dynamic ΔS (‖ΔS‖ relative to ‖S‖, the largest
+  shifts on hover) and, beside it, the static MLP offsets of every block; built from `HystarEncoder.explain`
+  as summarised by `hystar.service`.
+- `UmapMap`: a UMAP of a sample of gallery embeddings, fitted once per gallery and cached beside its index
+  (`<index folder>.umap.pkl`); queries are placed with `transform`. `umap_figure` draws the sample coloured by
+  class and the query's base embedding joined to its adapted embedding by an arrow.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import threading
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+# numba's default OpenMP threading layer resets the process's OpenMP thread count after a UMAP fit: torch, sharing
+# that runtime, then runs every query with all cores' threads and slows down tenfold on a busy machine. The
+# workqueue layer leaves OpenMP alone (it must be chosen before numba is imported; see also `_torch_threads_kept`).
+os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
+
+PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Set2
+LEGEND_CLASSES = 12           # more classes than this: colours without a legend, names on hover
+FIGURE_HEIGHT = 400
+UMAP_CACHE_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------------- ΔS chart
+
+@dataclass(frozen=True)
+class LayerShift:
+    """The dynamic ΔS of one adapted attention layer for one query image."""
+    block: int
+    norm: float                                   # ‖ΔS‖
+    relative: float                               # ‖ΔS‖ / ‖S‖ of the layer's QKV projection (nan: unknown)
+    top: tuple[tuple[int, float], ...] = ()       # the largest shifts: (singular value index, ΔS)
+
+
+@dataclass(frozen=True)
+class MlpOffset:
+    """The static, gated singular-value offset of one MLP projection (the same for every query)."""
+    block: int
+    layer: str                                    # "c_fc" or "c_proj"
+    norm: float
+    relative: float
+
+
+@dataclass(frozen=True)
+class Explanation:
+    source: str                                   # which query image: "sketch" or "image"
+    layers: tuple[LayerShift, ...]
+
+
+def _percent(value: float, norm: float) -> float:
+    return 100.0 * value if np.isfinite(value) else norm
+
+
+def _top_text(layer: LayerShift) -> str:
+    shifts = "<br>".join(f"  σ{index}: {value:+.4f}" for index, value in layer.top)
+    return f"‖ΔS‖ = {layer.norm:.4f}<br>largest shifts:<br>{shifts}"
+
+
+def delta_figure(explanations: Sequence[Explanation], offsets: Sequence[MlpOffset], note: str = "") -> go.Figure:
+    """Dynamic ΔS per adapted attention layer (one bar per query image), static MLP offsets per block."""
+    if not explanations and not offsets:
+        return _message(note or "no ΔS for this query")
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
+                        subplot_titles=("ΔS of attention (this query)", "static MLP offsets"))
+    for number, explanation in enumerate(explanations):
+        layers = explanation.layers
+        fig.add_trace(go.Bar(
+            x=[f"block {layer.block}" for layer in layers],
+            y=[_percent(layer.relative, layer.norm) for layer in layers],
+            name=f"ΔS · {explanation.source}", marker_color=PALETTE[number],
+            hovertext=[_top_text(layer) for layer in layers], hoverinfo="text+name", legendgroup="dynamic",
+        ), row=1, col=1)
+    for number, layer in enumerate(("c_fc", "c_proj")):
+        rows = [offset for offset in offsets if offset.layer == layer]
+        fig.add_trace(go.Bar(
+            x=[f"block {offset.block}" for offset in rows], y=[_percent(o.relative, o.norm) for o in rows],
+            name=f"δs · {layer}", marker_color=PALETTE[len(explanations) + number + 2],
+            hovertext=[f"‖δs‖ = {offset.norm:.4f}" for offset in rows], hoverinfo="text+name+y",
+        ), row=1, col=2)
+    fig.update_yaxes(title_text="% of ‖S‖", rangemode="tozero")
+    fig.update_layout(barmode="group", height=FIGURE_HEIGHT, margin=dict(l=50, r=10, t=60, b=40),
+                      legend=dict(orientation="h", y=-0.15), template="plotly_white")
+    if note:
+        _annotate(fig, note)
+    return fig
+
+
+def _annotate(fig: go.Figure, note: str) -> None:
+    fig.add_annotation(text=note, xref="paper", yref="paper", x=0.5, y=0.5, showarrow=False,
+                       font=dict(size=13, color="#555"), bgcolor="rgba(255,255,255,0.85)")
+
+
+def _message(note: str) -> go.Figure:
+    """A figure that only says why there is nothing to plot."""
+    fig = go.Figure()
+    fig.update_layout(height=FIGURE_HEIGHT, template="plotly_white", xaxis=dict(visible=False),
+                      yaxis=dict(visible=False), margin=dict(l=10, r=10, t=40, b=10))
+    _annotate(fig, note)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------- UMAP
+
+@dataclass(frozen=True)
+class UmapConfig:
+    sample: int = 2000            # gallery rows the map is fitted on
+    neighbors: int = 15
+    min_dist: float = 0.1
+    epochs: int = 200
+    seed: int = 0
+
+
+@dataclass
+class Placement:
+    """A query on the map: its base embedding, and its adapted embedding when there is one."""
+    base: tuple[float, float]
+    adapted: tuple[float, float] | None = None
+
+
+@dataclass
+class UmapMap:
+    """A fitted UMAP of a gallery sample: the model (for `place`), the sample's coordinates and classes."""
+    model: Any
+    coords: np.ndarray                 # (n, 2)
+    rows: np.ndarray                   # (n,) index rows of the sample
+    classes: list[str]                 # (n,) class of each sample row, "" when unknown
+    key: dict[str, Any]
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def place(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, d) embeddings -> (n, 2) coordinates on the fitted map."""
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray(self.model.transform(np.atleast_2d(vectors).astype(np.float32)), np.float64)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as handle:
+            pickle.dump({"model": self.model, "coords": self.coords, "rows": self.rows,
+                         "classes": self.classes, "key": self.key}, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, key: dict[str, Any]) -> UmapMap | None:
+        """The cached map when it was fitted for `key` (same gallery generation, sample and settings)."""
+        try:
+            with open(path, "rb") as handle:
+                data = pickle.load(handle)  # noqa: S301 - our own cache, written by `save`
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+            return None
+        if data.get("key") != key:
+            return None
+        return cls(data["model"], data["coords"], data["rows"], data["classes"], key)
+
+
+def umap_cache_path(index_folder: Path) -> Path:
+    """Beside the index folder, so that rebuilding or deleting the index never trips over it."""
+    index_folder = Path(index_folder)
+    return index_folder.with_name(f"{index_folder.name}.umap.pkl")
+
+
+def umap_key(generation: str, count: int, config: UmapConfig) -> dict[str, Any]:
+    import umap
+
+    return {"version": UMAP_CACHE_VERSION, "generation": generation, "count": count, "sample": config.sample,
+            "neighbors": config.neighbors, "min_dist": config.min_dist, "epochs": config.epochs,
+            "seed": config.seed, "umap": umap.__version__}
+
+
+def fit_umap(vectors: np.ndarray, classes: Sequence[str], config: UmapConfig, key: dict[str, Any]) -> UmapMap:
+    """Fit on a seeded sample of `vectors` (float16 memmap welcome), cosine metric, then compile `transform`."""
+    import umap
+
+    rows = np.arange(len(vectors))
+    if len(rows) > config.sample:
+        rows = np.sort(np.random.default_rng(config.seed).choice(len(rows), config.sample, replace=False))
+    sample = np.asarray(vectors[rows], np.float32)
+    neighbors = max(2, min(config.neighbors, len(rows) - 1))
+    with warnings.catch_warnings(), _torch_threads_kept():
+        warnings.simplefilter("ignore")
+        model = umap.UMAP(n_neighbors=neighbors, min_dist=config.min_dist, metric="cosine",
+                          n_epochs=config.epochs, random_state=config.seed, n_jobs=1, low_memory=True,
+                          init="spectral" if len(rows) > neighbors + 2 else "random")
+        coords = model.fit_transform(sample)
+    fitted = UmapMap(model, np.asarray(coords, np.float64), rows, [classes[r] for r in rows], key)
+    _compile(fitted, sample)
+    return fitted
+
+
+def _compile(projection: UmapMap, sample: np.ndarray) -> None:
+    """numba compiles `transform` for one and for several rows on first use: now, not on the first query."""
+    projection.place(sample[:1])
+    projection.place(sample[:2])
+
+
+@contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Restore torch's thread count should numba (imported before our choice of layer) have changed it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+def load_or_fit_umap(vectors: np.ndarray, classes: Sequence[str], cache: Path, key: dict[str, Any],
+                     config: UmapConfig) -> UmapMap:
+    cached = UmapMap.load(cache, key)
+    if cached is not None:
+        _compile(cached, np.asarray(vectors[cached.rows[:2]], np.float32))
+        return cached
+    fitted = fit_umap(vectors, classes, config, key)
+    try:
+        fitted.save(cache)
+    except OSError as error:
+        warnings.warn(f"could not cache the UMAP at {cache}: {error}", stacklevel=2)
+    return fitted
+
+
+def _class_colours(classes: Sequence[str]) -> dict[str, str]:
+    names = sorted(set(classes) - {""})
+    colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
+    colours[""] = "#b0b0b0"
+    return colours
+
+
+def umap_figure(projection: UmapMap | None, placement: Placement | None = None, note: str = "") -> go.Figure:
+    """The gallery sample coloured by class; the query's base embedding, an arrow, its adapted embedding."""
+    fig = go.Figure()
+    if projection is not None:
+        colours = _class_colours(projection.classes)
+        classes = np.asarray([c or "(no class)" for c in projection.classes])
+        with_legend = len(colours) - 1 <= LEGEND_CLASSES
+        groups = sorted(set(classes)) if with_legend else [None]
+        for name in groups:
+            mask = classes == name if name is not None else np.ones(len(classes), bool)
+            fig.add_trace(go.Scatter(
+                x=projection.coords[mask, 0], y=projection.coords[mask, 1], mode="markers",
+                name=name or "gallery", showlegend=with_legend, hovertext=classes[mask], hoverinfo="text",
+                marker=dict(size=5, opacity=0.55,
+                            color=[colours.get(c, colours[""]) for c in np.asarray(projection.classes)[mask]]),
+            ))
+    if projection is not None and placement is not None:
+        _add_query(fig, placement)
+    fig.update_layout(height=FIGURE_HEIGHT, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white",
+                      title=dict(text="style shift on a UMAP of the gallery", x=0.02, font=dict(size=14)),
+                      xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x"),
+                      legend=dict(itemsizing="constant", font=dict(size=10)))
+    if note:
+        _annotate(fig, note)
+    return fig
+
+
+def _add_query(fig: go.Figure, placement: Placement) -> None:
+    bx, by = placement.base
+    fig.add_trace(go.Scatter(x=[bx], y=[by], mode="markers+text", name="query (base)", text=["base"],
+                             textposition="bottom center", hoverinfo="name",
+                             marker=dict(size=15, symbol="circle-open", color="#222", line=dict(width=3))))
+    if placement.adapted is None:
+        return
+    ax, ay = placement.adapted
+    fig.add_trace(go.Scatter(x=[ax], y=[ay], mode="markers+text", name="query (adapted)", text=["adapted"],
+                             textposition="top center", hoverinfo="name",
+                             marker=dict(size=17, symbol="star", color="#d62728", line=dict(width=1, color="#222"))))
+    fig.add_annotation(x=ax, y=ay, ax=bx, ay=by, xref="x", yref="y", axref="x", ayref="y", text="",
+                       showarrow=True, arrowhead=3, arrowsize=1.6, arrowwidth=2.5, arrowcolor="#d62728",
+                       standoff=9, startstandoff=8)

@@ -1,0 +1,414 @@
+"""Specification of the app: fused queries, base vs adapted search, the views, bad input, and the launched app.
+
+Everything runs on a small demo gallery: 15 PACS photos of each of its 7 classes, linked (never copied) from
+$HYSTAR_DATA, searched with the shipped hystar-mini and a seeded test adapter.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_encoder, write_image
+from PIL import Image
+
+from hystar.adapters import HystarAdapter, save_adapter
+from hystar.data import DATA_ENV, data_root, load_dataset
+from hystar.embed import embed_image, embed_texts
+from hystar.encoder import shared_encoder
+from hystar.images import ImageError
+from hystar.index import BuildConfig, GalleryIndex, build_index
+from hystar.rerank import QuARI, QuARIConfig, Reranker
+from hystar.service import Query, QueryError, SearchService, ServiceConfig, Space, fuse, gallery_classes
+from hystar.ui import build_app, launch
+from hystar.views import UmapMap, delta_figure, umap_cache_path, umap_figure, umap_key
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "assets" / "examples"
+CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
+PER_CLASS = 15
+HAS_DATA = (data_root() / "pacs" / "manifest.csv").is_file()
+needs_data = pytest.mark.skipif(not HAS_DATA, reason=f"datasets not found; set {DATA_ENV}")
+
+
+# --- fixtures: one small gallery, one service and one launched app per session --------------------------
+# Their files live at fixed places under the session's temp folder, so that a second module importing these
+# fixtures (test_browser) finds the indexes and the UMAP already built.
+
+@pytest.fixture(scope="session")
+def app_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.getbasetemp() / "app"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def app_gallery(app_dir) -> Path:
+    """class/photo.jpg symbolic links to the first PACS photos of each class."""
+    folder = app_dir / "gallery"
+    if not folder.is_dir():
+        photos = sorted(load_dataset("pacs").photos(), key=lambda item: item.path)
+        for label in CLASSES:
+            (folder / label).mkdir(parents=True)
+            for item in [p for p in photos if p.label == label][:PER_CLASS]:
+                (folder / label / item.path.name).symlink_to(item.path)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def test_adapter(app_dir) -> Path:
+    """A Hystar adapter of the shipped hystar-mini with small seeded weights: ΔS ≠ 0, results near the base."""
+    path = app_dir / "adapter.safetensors"
+    if not path.is_file():
+        adapter = HystarAdapter(shared_encoder("hystar-mini"))
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for hyper in adapter.hyper.values():
+                hyper.net[-1].weight.normal_(0, 0.02, generator=generator)
+            for shift in [*adapter.fc, *adapter.proj]:
+                shift.delta.normal_(0, 0.05, generator=generator)
+        save_adapter(adapter, path, "hystar-mini", {"note": "test adapter, random weights"})
+    return path
+
+
+@pytest.fixture(scope="session")
+def service(app_dir, app_gallery, test_adapter) -> SearchService:
+    opened = SearchService.open(ServiceConfig(gallery=app_gallery, adapter=test_adapter,
+                                              index_root=app_dir / "index", progress=False))
+    assert opened.umap_map(timeout=240) is not None
+    return opened
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url(service) -> str:
+    demo = build_app(service)
+    url = launch(demo, port=free_port(), block=False, quiet=True)
+    yield url
+    demo.close()
+
+
+@pytest.fixture(scope="session")
+def client(app_url):
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def labels(results) -> list[str]:
+    return [r.label for r in results]
+
+
+def assert_ranked(results, k: int) -> None:
+    assert [r.rank for r in results] == list(range(1, k + 1))
+    scores = [r.score for r in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+# --- searching ---------------------------------------------------------------------------------------------
+
+@needs_data
+def test_a_text_query_ranks_photos_of_its_class_first(service):
+    response = service.search(Query(text="a photo of a giraffe", k=8))
+    assert_ranked(response.base, 8)
+    assert labels(response.base[:5]).count("giraffe") >= 4
+    assert response.parts == ["text"]
+
+
+@needs_data
+def test_a_gallery_photo_finds_itself_first_on_both_sides(service, app_gallery):
+    photo = sorted((app_gallery / "horse").iterdir())[3]
+    response = service.search(Query(image=photo, k=5))
+    for side in (response.base, response.adapted):
+        assert side[0].path == photo and side[0].score == pytest.approx(1.0, abs=5e-3)
+        assert side[0].label == "horse" and side[0].name == f"horse/{photo.name}"
+
+
+@needs_data
+def test_a_low_res_shot_finds_its_class(service):
+    response = service.search(Query(image=EXAMPLES / "lowres_giraffe.png", k=5))
+    assert labels(response.base).count("giraffe") >= 3
+
+
+@needs_data
+def test_a_sketch_on_the_canvas_is_searched_in_both_spaces_and_explained(service):
+    response = service.search(Query(sketch=Image.open(EXAMPLES / "sketch_house.png"), k=6))
+    assert response.parts == ["sketch"]
+    assert_ranked(response.base, 6)
+    assert_ranked(response.adapted, 6)
+    [explanation] = response.explanations
+    assert explanation.source == "sketch" and [layer.block for layer in explanation.layers] == [1, 2, 3]
+    assert all(layer.norm > 0 and 0 < layer.relative < 1 and len(layer.top) == 5 for layer in explanation.layers)
+    assert {(o.block, o.layer) for o in response.offsets} == {(b, f) for b in range(4) for f in ("c_fc", "c_proj")}
+    assert not np.allclose(response.vectors["base"], response.vectors["adapted"])
+
+
+@needs_data
+def test_the_adapted_side_searches_the_gallery_embedded_by_the_adapter(service, test_adapter):
+    base, adapted = service.base.index, service.adapted.index
+    assert base.identity.adapter_fingerprint is None
+    assert adapted.identity.adapter_fingerprint is not None and adapted.folder != base.folder
+    assert len(adapted) == len(base) == len(CLASSES) * PER_CLASS
+
+
+@needs_data
+def test_with_adaptation_off_only_the_base_side_answers(service):
+    response = service.search(Query(sketch=EXAMPLES / "sketch_guitar.png", adapt=False, k=4))
+    assert response.adapted is None and not response.explanations and set(response.vectors) == {"base"}
+    assert response.placement.adapted is None
+
+
+# --- fusion ------------------------------------------------------------------------------------------------
+
+def test_fusion_is_the_normalised_weighted_sum_of_normalised_parts():
+    a, b, c = np.eye(3, dtype=np.float32) * [2.0, 1.0, 5.0]
+    fused = fuse([(a, 1.0), (b, 3.0), (c, -0.5)])
+    expected = np.array([1.0, 3.0, -0.5]) / np.linalg.norm([1.0, 3.0, -0.5])
+    np.testing.assert_allclose(fused, expected, rtol=1e-6)
+    with pytest.raises(QueryError, match="cancel out"):
+        fuse([(a, 1.0), (a, -1.0)])
+
+
+@needs_data
+def test_a_combined_query_is_one_fused_vector(service):
+    painting = EXAMPLES / "painting_giraffe.jpg"
+    query = Query(image=painting, text="a giraffe", negative="a drawing", image_weight=0.7, text_weight=1.3,
+                  negative_weight=0.5, adapt=False)
+    response = service.search(query)
+    image = embed_image(service.encoder, painting)
+    text, negative = embed_texts(service.encoder, ["a giraffe", "a drawing"])
+    expected = fuse([(image, 0.7), (text, 1.3), (negative, -0.5)])
+    np.testing.assert_allclose(response.vectors["base"], expected, atol=1e-5)
+    assert response.parts == ["image", "text", "negative text"]
+
+
+@needs_data
+def test_a_part_weighted_zero_and_a_blank_canvas_are_left_out(service):
+    blank = Image.new("RGB", (512, 512), "white")
+    alone = service.search(Query(text="a dog", adapt=False)).vectors["base"]
+    mixed = service.search(Query(text="a dog", sketch=blank, image=EXAMPLES / "lowres_house.png",
+                                 image_weight=0.0, adapt=False))
+    assert mixed.parts == ["text"]
+    np.testing.assert_allclose(mixed.vectors["base"], alone, atol=1e-6)
+
+
+# --- bad input: one line, never a crash ------------------------------------------------------------------
+
+@needs_data
+@pytest.mark.parametrize(("query", "message"), [
+    (Query(), "empty query"),
+    (Query(text="   "), "empty query"),
+    (Query(sketch=Image.new("RGB", (512, 512), "white")), "canvas is blank"),
+    (Query(negative="a drawing"), "negative text alone"),
+    (Query(text="a dog", text_weight=0.0), "empty query"),
+])
+def test_an_empty_query_is_refused_with_one_line(service, query, message):
+    with pytest.raises(QueryError, match=message) as error:
+        service.search(query)
+    assert "\n" not in str(error.value)
+
+
+def bad_files(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "notes.jpg").write_text("not a picture")
+    (folder / "empty.png").write_bytes(b"")
+    buffer = io.BytesIO()
+    Image.new("RGB", (300, 300), "red").save(buffer, "PNG")
+    (folder / "truncated.png").write_bytes(buffer.getvalue()[:200])
+    Image.new("1", (9000, 6000)).save(folder / "huge.png")
+    return {"notes.jpg": "not an image", "empty.png": "empty", "truncated.png": "truncated", "huge.png": "MP"}
+
+
+@needs_data
+def test_an_unreadable_upload_is_refused_with_one_line(service, tmp_path):
+    for name, reason in bad_files(tmp_path).items():
+        with pytest.raises(ImageError, match=reason) as error:
+            service.search(Query(image=tmp_path / name, text="a dog"))
+        assert "\n" not in str(error.value), name
+
+
+@needs_data
+@pytest.mark.parametrize("mode", ["CMYK", "I;16", "P", "LA", "L", "RGBA"])
+def test_odd_image_modes_are_searched(service, tmp_path, mode):
+    image = Image.open(EXAMPLES / "painting_house.jpg").convert("RGB")
+    image = image.convert("L").convert("I;16") if mode == "I;16" else image.convert(mode)
+    path = tmp_path / ("odd.jpg" if mode == "CMYK" else "odd.png")
+    image.save(path)
+    assert len(service.search(Query(image=path, k=3)).base) == 3
+
+
+# --- re-ranking --------------------------------------------------------------------------------------------
+
+@needs_data
+def test_without_a_trained_re_ranker_asking_for_one_is_a_note(service):
+    response = service.search(Query(text="a horse", rerank=True, k=3))
+    assert not response.reranked and len(response.base) == 3
+    assert any("no re-ranking" in note for note in response.notes)
+
+
+@needs_data
+def test_re_ranking_orders_the_candidates_by_the_re_ranker(service):
+    torch.manual_seed(0)
+    config = QuARIConfig(dim=service.encoder.embed_dim, rank=8, n_tokens=4, layers=1, heads=2, steps=1, width=16)
+    reranker = Reranker(QuARI(config), service.encoder.fingerprint)
+    base = service.base
+    reranking = SearchService(service.encoder, Space("base", base.index, base.classes, reranker), candidates=30,
+                              umap=None)
+    response = reranking.search(Query(text="a photo of an elephant", rerank=True, k=10))
+    assert response.reranked and not response.notes
+    assert_ranked(response.base, 10)
+    rows = np.array([r.row for r in response.base])
+    expected = reranker.rerank(response.vectors["base"], np.asarray(base.index.vectors[rows], np.float32))
+    np.testing.assert_allclose([r.score for r in response.base], expected, atol=1e-4)
+
+
+# --- views -------------------------------------------------------------------------------------------------
+
+@needs_data
+def test_the_umap_is_cached_beside_the_index_and_places_both_embeddings(service):
+    index = service.base.index
+    cache = umap_cache_path(index.folder)
+    assert cache.is_file() and cache.parent == index.folder.parent
+    key = umap_key(index.meta.generation, len(index), service_umap_config())
+    assert UmapMap.load(cache, key) is not None
+    assert UmapMap.load(cache, {**key, "generation": "gen-999999"}) is None  # another gallery version: refit
+    response = service.search(Query(sketch=EXAMPLES / "sketch_giraffe.png"))
+    assert np.isfinite(response.placement.base).all() and np.isfinite(response.placement.adapted).all()
+    assert "umap" in response.timings
+
+
+def service_umap_config():
+    from hystar.views import UmapConfig
+
+    return UmapConfig()
+
+
+@needs_data
+def test_the_delta_chart_has_a_bar_per_layer_and_query_image_and_the_static_offsets(service):
+    response = service.search(Query(sketch=EXAMPLES / "sketch_house.png", image=EXAMPLES / "lowres_house.png"))
+    figure = delta_figure(response.explanations, response.offsets)
+    bars = {trace.name: list(trace.x) for trace in figure.data}
+    assert bars["ΔS · sketch"] == bars["ΔS · image"] == ["block 1", "block 2", "block 3"]
+    assert bars["δs · c_fc"] == bars["δs · c_proj"] == [f"block {b}" for b in range(4)]
+
+
+@needs_data
+def test_the_umap_view_joins_base_and_adapted_query_by_an_arrow(service):
+    response = service.search(Query(image=EXAMPLES / "painting_guitar.jpg"))
+    figure = umap_figure(service.umap_map(), response.placement)
+    names = [trace.name for trace in figure.data]
+    assert "query (base)" in names and "query (adapted)" in names and "guitar" in names
+    [arrow] = [a for a in figure.layout.annotations if a.showarrow]
+    assert (arrow.ax, arrow.ay) == response.placement.base and (arrow.x, arrow.y) == response.placement.adapted
+
+
+def test_gallery_classes_come_from_the_manifests_else_from_folders(tmp_path):
+    data = tmp_path / "data"
+    (data / "pacs").mkdir(parents=True)
+    rows = ["path,style,class,instance_id,role", "photo/dog/1.jpg,photo,dog,,gallery", "photo/x/2.jpg,photo,,,gallery"]
+    (data / "pacs" / "manifest.csv").write_text("\n".join(rows) + "\n")
+    for i, rel in enumerate(["pacs/photo/dog/1.jpg", "pacs/photo/x/2.jpg", "mine/cat/3.jpg", "top.jpg"]):
+        write_image(data / rel, i)
+    build_index(data, tmp_path / "idx", tiny_encoder(), config=BuildConfig(progress=False))
+    index = GalleryIndex.load(tmp_path / "idx")
+    classes = dict(zip([e.path for e in index.entries], gallery_classes(index), strict=True))
+    assert classes == {"pacs/photo/dog/1.jpg": "dog", "pacs/photo/x/2.jpg": "", "mine/cat/3.jpg": "cat",
+                       "top.jpg": ""}
+
+
+# --- the launched app, through gradio_client ----------------------------------------------------------------
+
+def ask(client, sketch=None, image=None, text="", negative="", adapt=True, rerank=False, k=6):
+    return client.predict(sketch, image, text, negative, 1.0, 1.0, 1.0, 0.5, adapt, rerank, k, api_name="/search")
+
+
+def gallery_labels(gallery) -> list[str]:
+    return [item["caption"].split(" · ")[0] for item in gallery]
+
+
+@needs_data
+def test_the_app_answers_a_text_query_with_ranked_results_and_both_plots(client):
+    status, base, adapted, delta, umap, info = ask(client, text="a photo of a giraffe")[:6]
+    assert status.startswith("**6** results")
+    assert gallery_labels(base["value"]).count("giraffe") >= 4  # galleries come as updates: value, columns...
+    assert adapted["visible"] and len(adapted["value"]) == 6  # shown, side by side
+    scores = [row["score"] for row in info["base"]]
+    assert scores == sorted(scores, reverse=True) and info["parts"] == ["text"]
+    assert delta["type"] == umap["type"] == "plotly"
+
+
+@needs_data
+def test_the_app_answers_an_uploaded_image(client, app_gallery):
+    from gradio_client import handle_file
+
+    photo = sorted((app_gallery / "elephant").iterdir())[0]
+    info = ask(client, image=handle_file(str(photo)), k=3)[5]
+    assert info["base"][0]["name"] == f"elephant/{photo.name}" and info["base"][0]["score"] > 0.99
+    assert info["parts"] == ["image"] and info["umap"]["adapted"] is not None
+
+
+@needs_data
+def test_the_app_answers_a_sketch_as_an_uploaded_image_and_on_the_canvas(client):
+    from gradio_client import handle_file
+
+    sketch = str(EXAMPLES / "sketch_giraffe.png")
+    uploaded = ask(client, image=handle_file(sketch))[5]
+    canvas = {"background": handle_file(sketch), "layers": [], "composite": handle_file(sketch)}
+    drawn = ask(client, sketch=canvas)[5]
+    assert uploaded["parts"] == ["image"] and drawn["parts"] == ["sketch"]
+    assert [r["name"] for r in uploaded["base"]] == [r["name"] for r in drawn["base"]]
+    assert [layer["block"] for layer in drawn["delta_s"][0]["layers"]] == [1, 2, 3]
+
+
+@needs_data
+def test_the_app_turns_bad_input_into_a_one_line_warning(client, tmp_path):
+    from gradio_client import handle_file
+
+    bad = bad_files(tmp_path)
+    status = ask(client, image=handle_file(str(tmp_path / "notes.jpg")), text="a dog")[0]
+    assert status.startswith("⚠") and bad["notes.jpg"] in status and "Traceback" not in status
+    assert ask(client)[0].startswith("⚠ empty query")
+
+
+@needs_data
+@pytest.mark.slow
+def test_app_py_serves_a_gallery_from_the_command_line(app_dir, app_gallery, test_adapter, service):
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    command = [sys.executable, str(ROOT / "app.py"), "--gallery", str(app_gallery), "--adapter", str(test_adapter),
+               "--index-root", str(app_dir / "index"), "--port", str(port), "--no-umap"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = wait_for_server(process, port)
+        from gradio_client import Client
+
+        info = ask(Client(url, verbose=False), text="a photo of a guitar", k=5)[5]
+        assert [row["label"] for row in info["base"]].count("guitar") >= 4
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def wait_for_server(process: subprocess.Popen, port: int, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"app.py exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return f"http://127.0.0.1:{port}/"
+        time.sleep(0.5)
+    raise AssertionError("app.py did not start listening in time")

@@ -1,0 +1,84 @@
+"""Specification of the app in a real browser: draw on the canvas, search, see results and both plots.
+
+Headless Chromium (Debian's `chromium`) driven by Playwright; skipped where either is missing. The screenshot
+is kept under test-artifacts/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from test_app import app_dir, app_gallery, app_url, needs_data, service, test_adapter  # noqa: F401 - fixtures
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+HOUSE = [(-0.25, 0.3), (-0.25, -0.05), (0.0, -0.3), (0.25, -0.05), (0.25, 0.3), (-0.25, 0.3)]  # canvas fractions
+DOOR = [(-0.05, 0.3), (-0.05, 0.1), (0.05, 0.1), (0.05, 0.3)]
+
+pytestmark = [pytest.mark.slow, needs_data,
+              pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="chromium is not installed")]
+
+
+@pytest.fixture(scope="module")
+def page(app_url):  # noqa: F811 - the fixture imported above
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.goto(app_url)
+        page.wait_for_selector("#sketch canvas", timeout=30_000)
+        yield page
+        browser.close()
+
+
+def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
+    box = page.locator("#sketch canvas").first.bounding_box()
+    centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    size = min(box["width"], box["height"])
+    for stroke in strokes:
+        (x, y), rest = stroke[0], stroke[1:]
+        page.mouse.move(centre_x + x * size, centre_y + y * size)
+        page.mouse.down()
+        for x, y in rest:
+            page.mouse.move(centre_x + x * size, centre_y + y * size, steps=1)
+        page.mouse.up()
+
+
+def test_drawing_on_the_canvas_and_searching_shows_results_and_both_plots(page):
+    draw(page, [HOUSE, DOOR])  # the brush is the active tool as the page opens: no click before drawing
+    page.locator("#search").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('results')", timeout=60_000)
+
+    status = page.locator("#status").inner_text()
+    assert "for sketch" in status and "⚠" not in status
+    for gallery in ("#base-results", "#adapted-results"):
+        page.wait_for_function(f"document.querySelectorAll('{gallery} img').length >= 12", timeout=30_000)
+    assert page.locator("#base-results").inner_text().count(" · ") >= 12  # "label · score" captions
+    page.wait_for_selector("#delta-plot .js-plotly-plot .barlayer .point", timeout=30_000)
+    assert page.locator("#delta-plot .barlayer .point").count() >= 3 + 8  # 3 attention layers, 4 × 2 MLPs
+    page.wait_for_selector("#umap-plot .js-plotly-plot .scatterlayer .point", timeout=30_000)
+    assert page.locator("#umap-plot .scatterlayer .trace").count() >= 2 + 7  # query, adapted, 7 classes
+    assert page.locator("#umap-plot .annotation").count() >= 1  # the arrow from base to adapted
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-sketch-search.png"), full_page=True)
+
+
+def test_one_click_on_an_example_searches_with_it(page):
+    page.locator("#examples img").nth(3).click()  # the first painting
+    page.wait_for_function("document.querySelector('#status').innerText.includes('for image')", timeout=60_000)
+    assert "⚠" not in page.locator("#status").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-example-search.png"), full_page=True)
+
+
+def test_selecting_a_result_searches_with_it(page):
+    first = page.locator("#base-results img").first
+    first.click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('for image')", timeout=60_000)
+    page.wait_for_function("document.querySelector('#base-results').innerText.includes('· 1.00')",
+                           timeout=30_000)  # the chosen photo finds itself first
+    assert page.locator("#upload img").count() == 1  # and is shown as the query image
