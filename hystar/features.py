@@ -71,7 +71,7 @@ def trunk_features(encoder: Encoder, views: Sequence[View], name: str, batch_siz
     folder = _set_dir(encoder, name, views)
     final = folder / "features.npy"
     if final.is_file():
-        return torch.from_numpy(np.load(final, mmap_mode="r")[:])
+        return torch.from_numpy(np.load(final))
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "keys.json").write_text(json.dumps([v.key for v in views]))
     chunks = []
