@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -12,6 +13,7 @@ from .adapters import HystarEncoder, file_fingerprint, load_adapter
 from .data import DATASETS, load_dataset
 from .encoder import DEFAULT_ENCODER, load_encoder
 from .evaluate import EffNetPooled, Reranked, evaluate_dataset, markdown_table, zero_shot
+from .online import DEFAULT_STREAM, PARAMETER_SETS, OnlineConfig, evaluate_stream, segment_table, stream_table
 
 
 def models_to_compare(args: argparse.Namespace):
@@ -73,10 +75,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                          "(repeatable; default: all three)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    online = parser.add_argument_group("online adaptation (instead of the tables)")
+    online.add_argument("--online", action="store_true",
+                        help="feed a stream of test queries through an online session per model; report the later "
+                             "stream adapted vs not, and photo / text quality after the stream vs before")
+    online.add_argument("--stream", default=",".join(DEFAULT_STREAM), metavar="DATA:STYLE,...",
+                        help="segments of the stream, in order (one dataset)")
+    online.add_argument("--online-params", choices=PARAMETER_SETS, default=OnlineConfig.params)
+    online.add_argument("--online-lr", type=float, default=OnlineConfig.lr)
+    online.add_argument("--online-batch", type=int, default=16, help="queries per observed batch")
     parser.set_defaults(func=_run)
 
 
+def run_online(args: argparse.Namespace) -> int:
+    torch.set_grad_enabled(True)
+    args.rerank, args.baseline = "none", "none"
+    base, models = models_to_compare(args)
+    segments = [s.strip() for s in args.stream.split(",") if s.strip()]
+    data = segments[0].partition(":")[0]
+    cfg = OnlineConfig(params=args.online_params, lr=args.online_lr)
+    results = {}
+    for label, model in models.items():
+        if args.online_params != "ln" and not hasattr(model, "adapter"):
+            print(f"hystar eval: {label} has no adapter; its online session adapts the LayerNorms only")
+            model_cfg = OnlineConfig(**{**asdict(cfg), "params": "ln"})
+        else:
+            model_cfg = cfg
+        results[label] = evaluate_stream(model, base, model_cfg, data, segments, args.online_batch)
+    text = (f"Command: `hystar {' '.join(args.argv)}`\n\nStream: {' then '.join(segments)} (test split); later "
+            f"stream = its second half.\n\n{stream_table(results)}\n\n{segment_table(results)}\n")
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(text)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.online:
+        return run_online(args)
     args.data = args.data or list(DATASETS)
     report = run_eval(args)
     table = markdown_table(report["retrieval"])

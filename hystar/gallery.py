@@ -16,6 +16,7 @@ from .data import DATA_ENV, DATASETS, DataNotFoundError, data_root, load_dataset
 from .encoder import DEFAULT_ENCODER
 from .index import (
     BuildConfig,
+    CorruptIndexError,
     EncoderIdentity,
     GalleryIndex,
     IndexMismatchError,
@@ -97,6 +98,9 @@ def ensure_demo_index(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str | os
         except IndexNotFoundError:
             pass
         except IndexMismatchError:
+            rebuild = True
+        except CorruptIndexError as error:  # the app's own cache of the gallery: rebuilt, never a crash
+            print(f"{error}: rebuilding it now", file=sys.stderr)
             rebuild = True
     if progress:
         print(f"indexing {source.describe()} into {folder} (once; later starts load it)", file=sys.stderr)

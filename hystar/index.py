@@ -26,6 +26,7 @@ import math
 import os
 import platform
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -64,6 +65,20 @@ class IndexMismatchError(ValueError):
 
 class IndexNotFoundError(FileNotFoundError):
     """No committed index in a folder."""
+
+
+class CorruptIndexError(ValueError):
+    """An index whose files are damaged (truncated, garbage, inconsistent); the message says how to rebuild it."""
+
+    def __init__(self, folder: Path, detail: str):
+        lines = str(detail).strip().splitlines() or ["unreadable"]
+        detail = re.sub(r"Error in .*? at \S+:\d+: (Error: )?", "", lines[0])[:200]  # faiss's C++ location
+        super().__init__(f"{folder}: the index is damaged ({detail}); rebuild it with "
+                         f"`hystar index DIR --out {folder} --rebuild`")
+        self.folder = folder
+
+
+GENERATION_NAME = re.compile(r"gen-\d{6}")
 
 
 # -------------------------------------------------------------------------------- files and hashes
@@ -389,12 +404,24 @@ class IndexMeta:
         if not path.is_file():
             raise IndexNotFoundError(f"{folder}: no index here (no {META}); build one with "
                                      f"`hystar index DIR --out {folder}`")
-        data = json.loads(path.read_text())
-        if data.get("format", 0) > FORMAT_VERSION:
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            raise CorruptIndexError(folder, f"{META}: {error}") from None
+        if isinstance(data.get("format"), int) and data["format"] > FORMAT_VERSION:
             raise ValueError(f"{folder} has index format {data['format']}; this hystar reads up to "
                              f"{FORMAT_VERSION}: upgrade hystar or rebuild the index")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        try:
+            meta = cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as error:
+            raise CorruptIndexError(folder, f"{META}: {error}") from None
+        if not (isinstance(meta.generation, str) and GENERATION_NAME.fullmatch(meta.generation)
+                and isinstance(meta.dim, int) and isinstance(meta.encoder, dict)):
+            raise CorruptIndexError(folder, f"{META}: fields of the wrong kind")
+        return meta
 
 
 def versions() -> dict[str, str]:
@@ -593,7 +620,7 @@ class GalleryIndex:
         meta = IndexMeta.read(folder)
         try:
             return cls._open(folder, meta, gpu)
-        except (FileNotFoundError, RuntimeError):
+        except CorruptIndexError:
             latest = IndexMeta.read(folder)
             if latest.generation == meta.generation:
                 raise
@@ -601,14 +628,15 @@ class GalleryIndex:
 
     @classmethod
     def _open(cls, folder: Path, meta: IndexMeta, gpu: bool | None) -> GalleryIndex:
-        generation = folder / meta.generation
-        entries = _read_jsonl(generation / MANIFEST, Entry)
-        vectors = _open_vectors(generation / VECTORS)
-        index = faiss.read_index(str(generation / FAISS_INDEX))
-        if not len(entries) == len(vectors) == index.ntotal:
-            raise ValueError(f"{generation} is inconsistent: {len(entries)} manifest rows, {len(vectors)} "
-                             f"vectors, {index.ntotal} indexed")
-        return cls(folder, meta, entries, _read_jsonl(generation / SKIPPED, Skipped), vectors, index, gpu)
+        entries, vectors, skipped = read_generation(folder, meta)
+        try:
+            index = faiss.read_index(str(folder / meta.generation / FAISS_INDEX))
+        except RuntimeError as error:
+            raise CorruptIndexError(folder, f"{FAISS_INDEX}: {error}") from None
+        if index.ntotal != len(entries) or index.d != meta.dim:
+            raise CorruptIndexError(folder, f"{len(entries)} manifest rows but {index.ntotal} indexed vectors of "
+                                            f"dimension {index.d}")
+        return cls(folder, meta, entries, skipped, vectors, index, gpu)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -655,6 +683,25 @@ def _open_vectors(path: Path) -> np.ndarray:
     if vectors.ndim != 2:
         raise RuntimeError(f"{path}: expected a 2-d array, found shape {vectors.shape}")
     return vectors
+
+
+def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndarray, list[Skipped]]:
+    """The committed rows of an index: manifest, memory-mapped vectors, skipped files; `CorruptIndexError` when
+    they are missing, unreadable or disagree with each other or with meta.json."""
+    generation = folder / meta.generation
+    current = MANIFEST
+    try:
+        entries = _read_jsonl(generation / MANIFEST, Entry)
+        current = SKIPPED
+        skipped = _read_jsonl(generation / SKIPPED, Skipped)
+        current = VECTORS
+        vectors = _open_vectors(generation / VECTORS)
+    except (OSError, ValueError, TypeError, EOFError, RuntimeError, UnicodeDecodeError) as error:
+        raise CorruptIndexError(folder, f"{meta.generation}/{current}: {error}") from None
+    if len(vectors) != len(entries) or vectors.shape[1] != meta.dim:
+        raise CorruptIndexError(folder, f"{len(entries)} manifest rows but {len(vectors)} vectors of dimension "
+                                        f"{vectors.shape[1]} (meta.json: {meta.dim})")
+    return entries, vectors, skipped
 
 
 # -------------------------------------------------------------------------------- building
@@ -921,9 +968,7 @@ class _Builder:
             return None
         meta = IndexMeta.read(self.out)
         check_compatible(self.out, meta.identity, self.identity, hint=BUILD_HINT)
-        generation = self.out / meta.generation
-        self.known.absorb(_read_jsonl(generation / MANIFEST, Entry), _open_vectors(generation / VECTORS),
-                          _read_jsonl(generation / SKIPPED, Skipped))
+        self.known.absorb(*read_generation(self.out, meta))
         if meta.root != str(self.root):
             self.log(f"{self.out} indexed {meta.root} before; now indexing {self.root} (unchanged content is "
                      f"re-used by hash)")

@@ -64,7 +64,8 @@ def _run(args: argparse.Namespace) -> int:
     with torch.no_grad():
         queries, targets, gallery, labels = quari_training_data(encoder, list(iter_datasets(TRAIN_DATASETS)))
     train = TrainConfig(epochs=args.epochs, seed=args.seed)
-    result = train_quari(queries, targets, gallery, QuARIConfig(dim=gallery.shape[1], layers=args.layers, steps=args.steps), train, gallery_labels=labels)
+    model_config = QuARIConfig(dim=gallery.shape[1], layers=args.layers, steps=args.steps)
+    result = train_quari(queries, targets, gallery, model_config, train, gallery_labels=labels)
     out = args.out or default_path(encoder.name, encoder.fingerprint)
     spec = args.encoder + (f" + {args.adapter.name}" if args.adapter else "")
     save_reranker(result.model, out, encoder.fingerprint, spec,

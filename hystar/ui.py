@@ -6,8 +6,15 @@ a short warning (a toast and the status line), never a traceback.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import os
+import shutil
+import tempfile
+import threading
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,29 +132,50 @@ def _canvas(editor: Any) -> str | None:
     return _file(editor)
 
 
-def _gallery(results: list[Result] | None) -> list[tuple[str, str]]:
-    return [(str(r.path), caption(r)) for r in results or []]
+def _number(value: Any, name: str) -> float:
+    """A weight or k as the API sent it, as a finite float; anything else is refused in one line."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number):
+        raise QueryError(f"{name} must be a finite number, not {str(value)[:40]!r}")
+    return number
 
 
-def make_search(service: SearchService):
+def _text(value: Any, name: str) -> str:
+    if value is not None and not isinstance(value, str):
+        raise QueryError(f"{name} must be a string, not {type(value).__name__}")
+    return value or ""
+
+
+def _gallery(results: list[Result] | None, served: ResultFiles) -> list[tuple[str, str]]:
+    return [(served(r.path), caption(r)) for r in results or []]
+
+
+def make_search(service: SearchService, served: ResultFiles):
     def search(sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight,
                adapt, rerank, k):
-        query = Query(sketch=_canvas(sketch), image=_file(image), text=text or "", negative=negative or "",
-                      sketch_weight=sketch_weight, image_weight=image_weight, text_weight=text_weight,
-                      negative_weight=negative_weight, k=int(k), adapt=bool(adapt), rerank=bool(rerank))
         try:
+            query = Query(sketch=_canvas(sketch), image=_file(image), text=_text(text, "text"),
+                          negative=_text(negative, "negative text"),
+                          sketch_weight=_number(sketch_weight, "sketch weight"),
+                          image_weight=_number(image_weight, "image weight"),
+                          text_weight=_number(text_weight, "text weight"),
+                          negative_weight=_number(negative_weight, "negative weight"), k=int(_number(k, "top-k")),
+                          adapt=bool(adapt), rerank=bool(rerank))
             response = service.search(query)
+            base, adapted = _gallery(response.base, served), _gallery(response.adapted, served)
         except (QueryError, ImageError) as error:
             return _warn(str(error))
         except Exception:  # noqa: BLE001 - logged here; the user gets one line, never a traceback
             log.exception("search failed")
             return _warn("the search failed on the server; try another query")
-        paths = {"base": [str(r.path) for r in response.base],
-                 "adapted": [str(r.path) for r in response.adapted or []]}
+        paths = {"base": [path for path, _ in base], "adapted": [path for path, _ in adapted]}
         side_by_side = response.adapted is not None
         return (status_line(response),
-                gr.Gallery(value=_gallery(response.base), columns=SIDE_BY_SIDE if side_by_side else ALONE),
-                gr.Gallery(value=_gallery(response.adapted), visible=side_by_side),
+                gr.Gallery(value=base, columns=SIDE_BY_SIDE if side_by_side else ALONE),
+                gr.Gallery(value=adapted, visible=side_by_side),
                 delta_view(service, response), umap_view(service, response), details(response), paths)
 
     return search
@@ -196,20 +224,51 @@ def make_clear(service: SearchService, canvas: int):
 
 # ---------------------------------------------------------------------------------------------- layout
 
-def served_folders(service: SearchService) -> list[Path]:
-    """The folders the results are served from, served in place (never copied): the gallery folder and,
-    for images that are symbolic links out of it, the folders they point into."""
-    index = service.base.index
-    root = Path(os.path.realpath(index.root))
-    outside = {Path(os.path.realpath(index.path(row))).parent for row in range(len(index))}
-    return [root] + sorted(folder for folder in outside if not folder.is_relative_to(root))
+class ResultFiles:
+    """The gallery images the app has shown, as it serves them: each one hard-linked (else copied) once into a
+    folder of the app's own, which is, with the examples, all the app serves. Serving the gallery folder itself
+    would serve everything beside its images (the demo gallery's folder is all of $HYSTAR_DATA: sketches,
+    paintings, manifests), and gradio resolves symbolic links, so a gallery of links would also need the
+    folders they point into. At most `keep` files are kept; the oldest go first."""
+
+    def __init__(self, folder: Path | None = None, keep: int = 20_000):
+        if folder is None:
+            folder = Path(tempfile.mkdtemp(prefix="hystar-results-"))
+            weakref.finalize(self, shutil.rmtree, folder, True)
+        self.folder, self.keep = Path(os.path.realpath(folder)), keep
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._served: OrderedDict[Path, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, path: Path) -> str:
+        real = Path(os.path.realpath(path))
+        stat = real.stat()
+        key = hashlib.sha1(f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+        served = self.folder / f"{key}-{real.name}"
+        if not served.is_file():
+            tmp = served.with_name(f".{served.name}.{threading.get_ident()}.tmp")
+            try:
+                os.link(real, tmp)
+            except OSError:  # another file system, or links not allowed: a copy
+                shutil.copyfile(real, tmp)
+            os.replace(tmp, served)
+        self._remember(served)
+        return str(served)
+
+    def _remember(self, served: Path) -> None:
+        with self._lock:
+            self._served[served] = None
+            self._served.move_to_end(served)
+            while len(self._served) > self.keep:
+                self._served.popitem(last=False)[0].unlink(missing_ok=True)
 
 
 def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Blocks:
     """The app around `service`; launch it with `launch`."""
     config = config or UiConfig()
     examples = example_files(config.examples)
-    gr.set_static_paths([str(folder) for folder in served_folders(service)] + [str(config.examples)])
+    results = ResultFiles()
+    gr.set_static_paths([str(results.folder), str(config.examples)])
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
         gr.Markdown(header(service, config.title))
         paths = gr.State({"base": [], "adapted": []})
@@ -266,7 +325,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
         inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
                   rerank, k]
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
-        search = make_search(service)
+        search = make_search(service, results)
         new_query = [sketch, image, text, negative]
         # Uploads reach `search` undecoded (preprocess=False): `hystar.images.open_image` judges every file
         # (corrupt, huge, odd modes) and says what is wrong in one line; gradio's own decoding would not.

@@ -10,8 +10,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import pickle
+import secrets
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
@@ -149,23 +152,64 @@ class UmapMap:
             return np.asarray(self.model.transform(np.atleast_2d(vectors).astype(np.float32)), np.float64)
 
     def save(self, path: Path) -> None:
+        """A pickle (the fitted UMAP model has no other format), signed with this installation's secret."""
+        body = pickle.dumps({"model": self.model, "coords": self.coords, "rows": self.rows,
+                             "classes": self.classes, "key": self.key}, protocol=pickle.HIGHEST_PROTOCOL)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as handle:
-            pickle.dump({"model": self.model, "coords": self.coords, "rows": self.rows,
-                         "classes": self.classes, "key": self.key}, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        tmp.write_bytes(UMAP_MAGIC + _signature(body) + body)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: Path, key: dict[str, Any]) -> UmapMap | None:
-        """The cached map when it was fitted for `key` (same gallery generation, sample and settings)."""
+        """The cached map when it was fitted for `key` (same gallery generation, sample and settings). Only a
+        file that `save` wrote on this installation is unpickled: any other (planted, copied from elsewhere,
+        damaged) is never unpickled, and the map is fitted again."""
         try:
-            with open(path, "rb") as handle:
-                data = pickle.load(handle)  # noqa: S301 - our own cache, written by `save`
-        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+            raw = path.read_bytes()
+        except OSError:
             return None
-        if data.get("key") != key:
+        signature, body = raw[len(UMAP_MAGIC):len(UMAP_MAGIC) + 32], raw[len(UMAP_MAGIC) + 32:]
+        if not raw.startswith(UMAP_MAGIC) or not hmac.compare_digest(signature, _signature(body)):
+            return None
+        try:
+            data = pickle.loads(body)  # noqa: S301 - signed above: written by `save` on this installation
+        except (EOFError, pickle.UnpicklingError, AttributeError, ImportError):
+            return None
+        if not isinstance(data, dict) or data.get("key") != key:
             return None
         return cls(data["model"], data["coords"], data["rows"], data["classes"], key)
+
+
+UMAP_MAGIC = b"hystar-umap-v1\n"
+CACHE_SECRET_ENV = "HYSTAR_CACHE_SECRET"
+_secret: bytes | None = None
+_secret_lock = threading.Lock()
+
+
+def cache_secret() -> bytes:
+    """32 random bytes kept for this installation, outside every index folder (`$HYSTAR_CACHE_SECRET`, default
+    ~/.cache/hystar/cache.secret, owner-only); a per-process secret when that file cannot be written."""
+    global _secret
+    with _secret_lock:
+        if _secret is None:
+            path = Path(os.environ.get(CACHE_SECRET_ENV) or Path.home() / ".cache" / "hystar" / "cache.secret")
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as handle:
+                    handle.write(secrets.token_bytes(32))
+            except FileExistsError:
+                pass
+            except OSError as error:
+                warnings.warn(f"no place for the cache secret ({error}): caches last one process", stacklevel=2)
+                _secret = secrets.token_bytes(32)
+            if _secret is None:
+                stored = path.read_bytes() if path.is_file() else b""
+                _secret = stored if len(stored) == 32 else secrets.token_bytes(32)
+        return _secret
+
+
+def _signature(body: bytes) -> bytes:
+    return hmac.new(cache_secret(), body, hashlib.sha256).digest()
 
 
 def umap_cache_path(index_folder: Path) -> Path:
