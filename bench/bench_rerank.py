@@ -1,6 +1,6 @@
 """QuARI re-ranking speed: a top-k re-rank, and a full re-rank of a float16 gallery against a flat search.
 
-    python bench/bench_rerank.py [--n 1000000] [--dim 384] [--k 1000] [--threads N]
+    python bench/bench_rerank.py [--n 1000000] [--dim 384] [--k 1000] [--layers 4] [--steps 4] [--threads N]
 
 Flat search = faiss IndexFlatIP, one query over the n × dim float32 vectors, top 100. Full re-rank =
 `Reranker.search` of one query over the same vectors as a float16 memmap (the index's storage), top 100,
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=384)
     parser.add_argument("--k", type=int, default=1000, help="candidates of the top-k re-rank")
     parser.add_argument("--width", type=int, default=QuARIConfig(dim=1).width, help="QuARI transformer width")
+    parser.add_argument("--layers", type=int, default=QuARIConfig(dim=1).layers, help="transformer layers")
+    parser.add_argument("--steps", type=int, default=QuARIConfig(dim=1).steps, help="refinement steps")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
@@ -59,7 +61,8 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     torch.manual_seed(0)
-    reranker = Reranker(QuARI(QuARIConfig(dim=args.dim, width=args.width)), "bench")
+    reranker = Reranker(QuARI(QuARIConfig(dim=args.dim, width=args.width, layers=args.layers,
+                                           steps=args.steps)), "bench")
     query = unit_rows(rng, 1, args.dim)[0]
     vectors = unit_rows(rng, args.n, args.dim)
     flat = faiss.IndexFlatIP(args.dim)
@@ -88,12 +91,14 @@ def main() -> None:
     ratio = ms["full re-rank, Reranker.search float16"] / flat_ms
     ratio_scores_only = (ms["full re-rank, Reranker.search float16"] - ms["hypernetwork (1 query)"]) / flat_ms
 
-    print(f"n={args.n} dim={args.dim} width={args.width} threads={args.threads} "
+    print(f"n={args.n} dim={args.dim} width={args.width} layers={args.layers} steps={args.steps} "
+          f"threads={args.threads} "
           f"torch={torch.__version__} faiss={faiss.__version__}")
     for name, value in ms.items():
         print(f"  {name:<48} {value:9.2f} ms")
     print(f"  full re-rank / flat search: {ratio:.2f}x  (without the hypernetwork: {ratio_scores_only:.2f}x)")
-    print(json.dumps({"n": args.n, "dim": args.dim, "width": args.width, "threads": args.threads,
+    print(json.dumps({"n": args.n, "dim": args.dim, "width": args.width, "layers": args.layers, "steps": args.steps,
+                      "threads": args.threads,
                       "ms": {k: round(v, 3) for k, v in ms.items()}, "full_over_flat": round(ratio, 3)}))
 
 

@@ -228,6 +228,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--lr-static", type=float, default=TrainConfig.lr_static)
     parser.add_argument("--lr-dynamic", type=float, default=TrainConfig.lr_dynamic)
+    parser.add_argument("--anchor-weight", type=float, default=TrainConfig.anchor_weight,
+                        help="weight of the term keeping adapted photos near their base embeddings (text search)")
     parser.add_argument("--kernel-sign", type=float, default=StyleNCEConfig.kernel_sign)
     parser.add_argument("--lam", type=float, default=StyleNCEConfig.lam)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -238,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
     adapter_cfg = PromptConfig() if args.variant == "gram-prompts" else AdapterConfig(
         style_code=args.style_code, dynamic_blocks=() if args.variant == "static" else None)
     cfg = TrainConfig(epochs=args.epochs, lr_static=args.lr_static, lr_dynamic=args.lr_dynamic, loss=args.loss,
-                      seed=args.seed)
+                      anchor_weight=args.anchor_weight, seed=args.seed)
     summary = train_adapter(args.encoder, adapter_cfg, cfg, args.out,
                             StyleNCEConfig(kernel_sign=args.kernel_sign, lam=args.lam))
     print(json.dumps({"out": str(args.out), "pairs": summary["pairs"], "seconds": summary["seconds"]}))
