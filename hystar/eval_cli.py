@@ -12,7 +12,7 @@ import torch
 from .adapters import HystarEncoder, file_fingerprint, load_adapter
 from .data import DATASETS, load_dataset
 from .encoder import DEFAULT_ENCODER, load_encoder
-from .evaluate import EffNetPooled, Reranked, evaluate_dataset, markdown_table, zero_shot
+from .evaluate import EffNetPooled, Reranked, evaluate_dataset, headline_table, markdown_table, zero_shot
 from .online import DEFAULT_STREAM, PARAMETER_SETS, OnlineConfig, evaluate_stream, segment_table, stream_table
 
 
@@ -117,8 +117,9 @@ def _run(args: argparse.Namespace) -> int:
         return run_online(args)
     args.data = args.data or list(DATASETS)
     report = run_eval(args)
-    table = markdown_table(report["retrieval"])
-    text = f"Command: `hystar {' '.join(args.argv)}`\n\n{table}\n"
+    headline, table = headline_table(report["retrieval"]), markdown_table(report["retrieval"])
+    text = (f"Command: `hystar {' '.join(args.argv)}`\n\nHeadline metric per task (change against base):\n\n"
+            f"{headline}\n\nAll metrics:\n\n{table}\n")
     if report["zero_shot"]:
         text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
         text += zero_shot_table(report) + "\n"

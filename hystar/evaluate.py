@@ -211,6 +211,33 @@ def markdown_table(results: dict[str, dict[str, dict]], columns: Sequence[str] =
     return "\n".join(lines)
 
 
+def headline_metric(task: str) -> str:
+    """The metric a task is judged by: mAP at category level, R@5 for text, R@1 for other instance tasks."""
+    if task.endswith("(category)"):
+        return "mAP"
+    return "R@5" if " text→" in f" {task}" else "R@1"
+
+
+def headline_table(results: dict[str, dict[str, dict]], reference: str = "base") -> str:
+    """One number per task and model (its headline metric), with the change against `reference` when present."""
+    models = list(results)
+    tasks = list(dict.fromkeys(t for m in models for t in results[m]))
+    lines = ["| task | metric | " + " | ".join(models) + " |", "|" + "---|" * (2 + len(models))]
+    for task in tasks:
+        metric = headline_metric(task)
+        ref = results.get(reference, {}).get(task)
+        cells = []
+        for m in models:
+            if task not in results[m]:
+                cells.append("–")
+                continue
+            value = results[m][task][metric]
+            change = "" if ref is None or m == reference else f" ({value - ref[metric]:+.1f})"
+            cells.append(f"{value:.1f}{change}")
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
