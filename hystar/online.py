@@ -200,7 +200,9 @@ class OnlineSession:
         self._velocity = {n: torch.zeros_like(v) for n, v in self.params.items()}
         self._embedder = _Embedder(private_shell(encoder, names))
         self.device = next(encoder.parameters()).device
-        self.gallery = torch.as_tensor(np.asarray(gallery_vectors), dtype=torch.float32, device=self.device)
+        # a float32 tensor already on the device is used as is: sessions of one app share their gallery
+        gallery = gallery_vectors if torch.is_tensor(gallery_vectors) else torch.as_tensor(np.asarray(gallery_vectors))
+        self.gallery = gallery.to(self.device, torch.float32)
         self.anchors = None if anchor_features is None else anchor_features.float().to(self.device)
         self._anchor_targets = None if self.anchors is None else self.embed(self.anchors)
         self.queue: deque[torch.Tensor] = deque(maxlen=self.cfg.queue_size)

@@ -6,6 +6,13 @@ subtracted. With an adapter, the image parts go through the trunk once and come 
 (`HystarEncoder.explain`): the base embedding searches the base gallery index, the adapted one the gallery index
 built with the adapter. Text parts use the text tower, which adapters leave untouched.
 
+Online adaptation (`hystar.online`, our reading of REST) is per user: with `Query.online` and a user key (the app
+passes its Gradio session), the image parts are observed by that user's `OnlineSession` (one adaptation step) and
+embedded by it: on the adapted side with adaptation on, else on the base side. A session adapts a private copy of
+a few query-side parameters; the shared encoders and the gallery indexes are never written nor re-embedded. Text
+parts are unaffected. Sessions are kept for at most `OnlineServiceConfig.max_users` users, least recently used
+dropped first.
+
 After construction the service is read-only (encoders in eval mode, memory-mapped indexes, a fitted UMAP behind a
 lock), so requests may run concurrently; nothing is shared between them.
 """
@@ -16,6 +23,7 @@ import copy
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -32,6 +40,7 @@ from .encoder import DEFAULT_ENCODER, Encoder
 from .gallery import GALLERY_INDEX_ROOT, ensure_demo_index
 from .images import ImageError, is_blank, open_image
 from .index import GalleryIndex, Reranker, open_search_encoder
+from .online import OnlineConfig, OnlineSession, session_parameter_names
 from .rerank import ASSET_DIR as RERANKER_DIR
 from .rerank import NoRerankerError, load_default_reranker
 from .train import ADAPTER_PATH as DEFAULT_ADAPTER
@@ -58,6 +67,15 @@ class QueryError(ValueError):
 
 
 @dataclass(frozen=True)
+class OnlineServiceConfig:
+    """Online adaptation in the app: one private session per user and encoder, never the shared model."""
+    # An app user makes a handful of queries, not hundreds: adaptation starts after 4 (the library waits for 16).
+    adaptation: OnlineConfig = field(default_factory=lambda: OnlineConfig(min_history=4))
+    max_users: int = 64                # users with live sessions; beyond it the least recently used are dropped
+    anchors: int = 32                  # gallery photos a session keeps where the shared model puts them
+
+
+@dataclass(frozen=True)
 class ServiceConfig:
     encoder: str = DEFAULT_ENCODER
     adapter: Path | None = None        # None: base encoder only
@@ -68,6 +86,7 @@ class ServiceConfig:
     umap: UmapConfig | None = field(default_factory=UmapConfig)   # None: no UMAP view
     device: str | None = None          # None: CUDA when present, else the CPU
     progress: bool = True
+    online: OnlineServiceConfig | None = field(default_factory=OnlineServiceConfig)   # None: no online adaptation
 
 
 @dataclass
@@ -83,6 +102,7 @@ class Query:
     k: int = 12
     adapt: bool = True
     rerank: bool = False
+    online: bool = False               # adapt the user's session to this query, and embed it with the session
 
 
 @dataclass(frozen=True)
@@ -99,6 +119,16 @@ class Result:
         return self.cls or Path(self.name).name
 
 
+@dataclass(frozen=True)
+class OnlineStatus:
+    """Where a user's online session stands after a search."""
+    side: str                          # the side it embeds: "adapted" with style adaptation on, else "base"
+    images: int                        # query images (sketches, uploads) it has observed since the last reset
+    adapted_on: int                    # of them, the reliable ones its adaptation is computed on
+    updates: int                       # adaptation steps taken
+    observed: bool                     # this search's images were observed (a text-only query has none)
+
+
 @dataclass
 class SearchResponse:
     base: list[Result]
@@ -111,6 +141,7 @@ class SearchResponse:
     reranked: bool = False
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # milliseconds
+    online: OnlineStatus | None = None  # None: online adaptation off for this search
 
 
 @dataclass
@@ -130,6 +161,7 @@ class _Embedded:
     parts: list[str]
     explanations: list[Explanation]
     offsets: list[MlpOffset]
+    observed: bool = False             # the image parts went through an online session
 
 
 # ---------------------------------------------------------------------------------------------- labels
@@ -167,19 +199,104 @@ def _top_shifts(delta: np.ndarray, count: int = TOP_SHIFTS) -> tuple[tuple[int, 
     return tuple((int(i), float(delta[i])) for i in order)
 
 
+# ---------------------------------------------------------------------------------------------- online sessions
+
+class TrackedSession:
+    """A user's `OnlineSession` of one side, with the counts its status reports."""
+
+    def __init__(self, side: str, session: OnlineSession):
+        self.side, self.session = side, session
+        self.images = self.adapted_on = 0
+        self._lock = threading.Lock()
+
+    def observe(self, features: torch.Tensor) -> np.ndarray:
+        """The session's embeddings of `features` (before its step, as REST searches), then one adaptation step."""
+        with self._lock:
+            z, report = self.session.observe_with_report(features)
+            self.images += report.queries
+            self.adapted_on += report.reliable
+        return z.float().cpu().numpy()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.session.reset()
+            self.images = self.adapted_on = 0
+
+    def status(self, observed: bool) -> OnlineStatus:
+        with self._lock:
+            return OnlineStatus(self.side, self.images, self.adapted_on, self.session.steps, observed)
+
+
+class OnlineSessions:
+    """Each user's sessions, one per side they searched, created on first use; at most `max_users` users are
+    kept, the least recently seen dropped first."""
+
+    def __init__(self, factory: Callable[[str], OnlineSession], max_users: int = 64):
+        if max_users < 1:
+            raise ValueError("max_users must be at least 1")
+        self.factory, self.max_users = factory, max_users
+        self._users: OrderedDict[str, dict[str, TrackedSession]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __contains__(self, user: str) -> bool:
+        return user in self._users
+
+    def get(self, user: str, side: str) -> TrackedSession:
+        found = self.find(user, side)
+        if found is not None:
+            return found
+        created = TrackedSession(side, self.factory(side))  # outside the lock: other users do not wait
+        with self._lock:
+            sessions = self._users.setdefault(user, {})
+            self._users.move_to_end(user)
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+            return sessions.setdefault(side, created)
+
+    def find(self, user: str, side: str) -> TrackedSession | None:
+        with self._lock:
+            if user not in self._users:
+                return None
+            self._users.move_to_end(user)
+            return self._users[user].get(side)
+
+    def reset(self, user: str) -> bool:
+        """Every session of `user` back to the shared model; False when the user has none."""
+        with self._lock:
+            sessions = list(self._users.get(user, {}).values())
+        for tracked in sessions:
+            tracked.reset()
+        return bool(sessions)
+
+    def drop(self, user: str) -> None:
+        with self._lock:
+            self._users.pop(user, None)
+
+
 # ---------------------------------------------------------------------------------------------- service
 
 class SearchService:
     """Fused queries against a gallery, with and without style adaptation, optionally re-ranked."""
 
     def __init__(self, encoder: Encoder, base: Space, adapter: HystarEncoder | None = None,
-                 adapted: Space | None = None, candidates: int = 100, umap: Future | UmapMap | None = None):
+                 adapted: Space | None = None, candidates: int = 100, umap: Future | UmapMap | None = None,
+                 online: OnlineServiceConfig | None = None):
         if (adapter is None) != (adapted is None):
             raise ValueError("an adapted encoder and its gallery space come together")
         self.encoder, self.base, self.adapter, self.adapted = encoder, base, adapter, adapted
         self.candidates = candidates
         self._umap = umap
         self._qkv_norms, self._mlp_norms = _singular_value_norms(adapter)
+        self.online_config = online
+        self.online_note = self._online_unavailable(online)
+        self.online = None if self.online_note else OnlineSessions(self._new_session, online.max_users)
+        self._online_lock = threading.Lock()
+        self._online_galleries: dict[str, torch.Tensor] = {}
+        self._anchors: torch.Tensor | None = None
+        self._anchors_ready = False
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -209,7 +326,7 @@ class SearchService:
             umap = _in_background(
                 load_or_fit_umap, base_index.vectors, base.classes, umap_cache_path(base_index.folder),
                 umap_key(base_index.meta.generation, len(base_index), config.umap), config.umap)
-        return cls(encoder, base, adapter, adapted, config.candidates, umap)
+        return cls(encoder, base, adapter, adapted, config.candidates, umap, config.online)
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -224,6 +341,10 @@ class SearchService:
     @property
     def spaces(self) -> list[Space]:
         return [self.base] + ([self.adapted] if self.adapted is not None else [])
+
+    @property
+    def can_online(self) -> bool:
+        return self.online is not None
 
     @property
     def has_umap(self) -> bool:
@@ -248,14 +369,16 @@ class SearchService:
 
     # -- search -------------------------------------------------------------------------------------
 
-    def search(self, query: Query, place: bool = True) -> SearchResponse:
+    def search(self, query: Query, place: bool = True, user: str | None = None) -> SearchResponse:
         """Top-k for `query` in the base space and, when asked and available, the adapted space.
+        With `query.online`, `user`'s online session embeds (and adapts to) the query's images.
         Raises `QueryError` (nothing to search for) or `ImageError` (an image that cannot be read)."""
         k = int(min(max(query.k, 1), MAX_K))
         adapt = query.adapt and self.adapter is not None
         notes = []
         start = time.perf_counter()
-        embedded = self._embed(query, adapt)
+        tracked = self._online_session(query, adapt, user, notes)
+        embedded = self._embed(query, adapt, tracked)
         timings = {"embed": _ms(start)}
         searched = time.perf_counter()
         base, reranked = self._search(self.base, embedded.base, k, query.rerank, notes)
@@ -266,7 +389,8 @@ class SearchService:
         timings["search"] = _ms(searched)
         vectors = {"base": embedded.base} | ({"adapted": embedded.adapted} if adapt else {})
         response = SearchResponse(base, adapted, embedded.parts, embedded.explanations, embedded.offsets,
-                                  vectors, reranked=reranked, notes=notes, timings=timings)
+                                  vectors, reranked=reranked, notes=notes, timings=timings,
+                                  online=None if tracked is None else tracked.status(embedded.observed))
         if place:
             self.place(response)
         timings["total"] = _ms(start)
@@ -297,9 +421,80 @@ class SearchService:
         return [Result(h.rank, h.score, h.row, h.path, h.relpath, space.classes[h.row]) for h in hits], \
             reranker is not None
 
+    # -- online adaptation ----------------------------------------------------------------------------
+
+    def reset_online(self, user: str | None) -> bool:
+        """`user`'s online sessions back to the shared model; False when there was none to reset."""
+        return self.online is not None and user is not None and self.online.reset(user)
+
+    def drop_online(self, user: str | None) -> None:
+        """Forget `user`'s online sessions (their app session closed)."""
+        if self.online is not None and user is not None:
+            self.online.drop(user)
+
+    def _online_unavailable(self, config: OnlineServiceConfig | None) -> str:
+        """Why online adaptation cannot run here; "" when it can."""
+        if config is None:
+            return "turned off in the service configuration"
+        try:
+            for encoder in [self.encoder] + ([self.adapter] if self.adapter is not None else []):
+                session_parameter_names(encoder, config.adaptation.params)
+        except (ValueError, AttributeError) as error:
+            return str(error)
+        return ""
+
+    def _online_session(self, query: Query, adapt: bool, user: str | None,
+                        notes: list[str]) -> TrackedSession | None:
+        if not query.online:
+            return None
+        if self.online is None:
+            notes.append(f"online adaptation is unavailable: {self.online_note}")
+            return None
+        if not user:
+            notes.append("online adaptation needs a user session: this search used the shared model")
+            return None
+        return self.online.get(user, "adapted" if adapt else "base")
+
+    def _new_session(self, side: str) -> OnlineSession:
+        encoder = self.adapter if side == "adapted" else self.encoder
+        return OnlineSession(encoder, self._online_gallery(side), self.online_config.adaptation,
+                             anchor_features=self._anchor_features())
+
+    def _online_gallery(self, side: str) -> torch.Tensor:
+        """The side's gallery vectors as one float32 tensor that all sessions share (made on first use)."""
+        with self._online_lock:
+            if side not in self._online_galleries:
+                space = self.adapted if side == "adapted" else self.base
+                vectors = np.asarray(space.index.vectors, dtype=np.float32)
+                self._online_galleries[side] = torch.from_numpy(vectors).to(self.encoder.device)
+            return self._online_galleries[side]
+
+    def _anchor_features(self) -> torch.Tensor | None:
+        """Trunk features of a few gallery photos, evenly spread over the gallery (shared by all sessions)."""
+        with self._online_lock:
+            if not self._anchors_ready:
+                self._anchors = self._read_anchors(self.online_config.anchors)
+                self._anchors_ready = True
+            return self._anchors
+
+    def _read_anchors(self, count: int) -> torch.Tensor | None:
+        index = self.base.index
+        rows = np.unique(np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int))
+        pixels = []
+        for row in rows if count > 0 else []:
+            try:
+                pixels.append(self.encoder.preprocess(open_image(index.path(int(row)))))
+            except (ImageError, OSError) as error:
+                log.warning("online anchor %s skipped: %s", index.path(int(row)), error)
+        return self._trunk(torch.stack(pixels)) if pixels else None
+
+    def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.encoder.visual.trunk(pixels.to(self.encoder.device))
+
     # -- embedding ----------------------------------------------------------------------------------
 
-    def _embed(self, query: Query, adapt: bool) -> _Embedded:
+    def _embed(self, query: Query, adapt: bool, tracked: TrackedSession | None = None) -> _Embedded:
         images, texts = self._parts(query)
         if not images and not any(weight > 0 for _, weight, _ in texts):
             raise QueryError(_empty_message(query))
@@ -308,16 +503,7 @@ class SearchService:
         explanations: list[Explanation] = []
         offsets: list[MlpOffset] = []
         if images:
-            pixels = torch.stack([self.encoder.preprocess(image) for _, _, image in images])
-            pixels = pixels.to(self.encoder.device)
-            if adapt:
-                explained = self.adapter.explain(pixels)
-                base_vectors = explained["base"].float().cpu().numpy()
-                adapted_vectors = explained["adapted"].float().cpu().numpy()
-                explanations = self._explanations([name for name, _, _ in images], explained["delta_s"])
-                offsets = self._offsets(explained["static"])
-            else:
-                base_vectors = adapted_vectors = embed_pixels(self.encoder, pixels)
+            base_vectors, adapted_vectors, explanations, offsets = self._embed_images(images, adapt, tracked)
             for (_, weight, _), b, a in zip(images, base_vectors, adapted_vectors, strict=True):
                 base_parts.append((b, weight))
                 adapted_parts.append((a, weight))
@@ -327,7 +513,24 @@ class SearchService:
                 base_parts.append((vector, weight))
                 adapted_parts.append((vector, weight))
         parts = [name for name, _, _ in images] + [name for name, _, _ in texts]
-        return _Embedded(fuse(base_parts), fuse(adapted_parts) if adapt else None, parts, explanations, offsets)
+        return _Embedded(fuse(base_parts), fuse(adapted_parts) if adapt else None, parts, explanations, offsets,
+                         observed=tracked is not None and bool(images))
+
+    def _embed_images(self, images: list[tuple[str, float, Any]], adapt: bool, tracked: TrackedSession | None
+                      ) -> tuple[np.ndarray, np.ndarray, list[Explanation], list[MlpOffset]]:
+        """Base and adapted embeddings of the images, their ΔS and the static offsets (adapted searches only).
+        An online session embeds the side it adapts: the adapted one with adaptation on, else the base one;
+        ΔS and the offsets stay those of the shared adapter."""
+        pixels = torch.stack([self.encoder.preprocess(image) for _, _, image in images]).to(self.encoder.device)
+        observed = None if tracked is None else tracked.observe(self._trunk(pixels))
+        if not adapt:
+            base = observed if observed is not None else embed_pixels(self.encoder, pixels)
+            return base, base, [], []
+        explained = self.adapter.explain(pixels)
+        base = explained["base"].float().cpu().numpy()
+        adapted = observed if observed is not None else explained["adapted"].float().cpu().numpy()
+        explanations = self._explanations([name for name, _, _ in images], explained["delta_s"])
+        return base, adapted, explanations, self._offsets(explained["static"])
 
     @staticmethod
     def _parts(query: Query) -> tuple[list[tuple[str, float, Any]], list[tuple[str, float, str]]]:
@@ -422,6 +625,6 @@ def default_adapter() -> Path | None:
     return DEFAULT_ADAPTER if DEFAULT_ADAPTER.is_file() else None
 
 
-__all__ = ["AdapterMismatchError", "DEFAULT_ADAPTER", "ImageError", "MAX_K", "Query", "QueryError", "Result",
-           "SearchResponse", "SearchService", "ServiceConfig", "Space", "default_adapter", "fuse",
-           "gallery_classes"]
+__all__ = ["AdapterMismatchError", "DEFAULT_ADAPTER", "ImageError", "MAX_K", "OnlineServiceConfig", "OnlineSessions",
+           "OnlineStatus", "Query", "QueryError", "Result", "SearchResponse", "SearchService", "ServiceConfig", "Space",
+           "TrackedSession", "default_adapter", "fuse", "gallery_classes"]

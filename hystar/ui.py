@@ -23,7 +23,7 @@ import gradio as gr
 from PIL import Image
 
 from .images import MAX_BYTES, ImageError
-from .service import MAX_K, Query, QueryError, Result, SearchResponse, SearchService
+from .service import MAX_K, OnlineStatus, Query, QueryError, Result, SearchResponse, SearchService
 from .views import delta_figure, umap_figure
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,12 @@ def header(service: SearchService, title: str = UiConfig.title) -> str:
     meta = service.base.index.meta
     adapt = "available" if service.can_adapt else "unavailable (no trained adapter)"
     rerank = "available" if service.can_rerank else "unavailable (no QuARI re-ranker trained for this encoder)"
+    online = "available" if service.can_online else f"unavailable ({service.online_note})"
     lines = [f"## {title}",
              "Draw a sketch, upload a painting or a low-res shot, type a text, or combine them: Hystar adapts "
              "the image encoder to the query's style before searching.",
              f"Gallery: **{len(service.base.index):,}** images under `{meta.root}` · encoder "
-             f"`{meta.encoder['spec']}` · style adaptation: {adapt} · re-rank: {rerank}"]
+             f"`{meta.encoder['spec']}` · style adaptation: {adapt} · re-rank: {rerank} · online adaptation: {online}"]
     return "\n\n".join(lines)
 
 
@@ -67,7 +68,22 @@ def status_line(response: SearchResponse) -> str:
     sides = "per side, base and adapted," if response.adapted is not None else "of the base encoder"
     text = (f"**{len(response.base)}** results {sides} for {parts} · "
             f"{response.timings.get('total', 0.0):.0f} ms" + (" · re-ranked by QuARI" if response.reranked else ""))
-    return "  \n".join([text] + [f"⚠ {note}" for note in response.notes])
+    online = [] if response.online is None else [online_line(response.online)]
+    return "  \n".join([text] + online + [f"⚠ {note}" for note in response.notes])
+
+
+def online_line(status: OnlineStatus) -> str:
+    side = "Hystar" if status.side == "adapted" else "base"
+    seen = (f"adapted on {status.adapted_on} of {status.images} query images since the last reset, "
+            f"{status.updates} update{'' if status.updates == 1 else 's'}")
+    text = "" if status.observed else " (text is not adapted)"
+    return f"online adaptation on ({side} encoder, this session only){text}: {seen}"
+
+
+def online_details(status: OnlineStatus | None) -> dict[str, Any] | None:
+    return None if status is None else {"on": True, "side": status.side, "images": status.images,
+                                        "adapted_on": status.adapted_on, "updates": status.updates,
+                                        "observed": status.observed}
 
 
 def caption(result: Result) -> str:
@@ -88,7 +104,8 @@ def details(response: SearchResponse) -> dict[str, Any]:
                                                          "relative": round(layer.relative, 5)}
                                                         for layer in e.layers]} for e in response.explanations],
             "umap": None if response.placement is None else {"base": response.placement.base,
-                                                              "adapted": response.placement.adapted}}
+                                                              "adapted": response.placement.adapted},
+            "online": online_details(response.online)}
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -155,7 +172,7 @@ def _gallery(results: list[Result] | None, served: ResultFiles) -> list[tuple[st
 
 def make_search(service: SearchService, served: ResultFiles):
     def search(sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight,
-               adapt, rerank, k):
+               adapt, rerank, k, online=False, request: gr.Request = None):
         try:
             query = Query(sketch=_canvas(sketch), image=_file(image), text=_text(text, "text"),
                           negative=_text(negative, "negative text"),
@@ -163,8 +180,8 @@ def make_search(service: SearchService, served: ResultFiles):
                           image_weight=_number(image_weight, "image weight"),
                           text_weight=_number(text_weight, "text weight"),
                           negative_weight=_number(negative_weight, "negative weight"), k=int(_number(k, "top-k")),
-                          adapt=bool(adapt), rerank=bool(rerank))
-            response = service.search(query)
+                          adapt=bool(adapt), rerank=bool(rerank), online=bool(online))
+            response = service.search(query, user=_user(request))
             base, adapted = _gallery(response.base, served), _gallery(response.adapted, served)
         except (QueryError, ImageError) as error:
             return _warn(str(error))
@@ -179,6 +196,29 @@ def make_search(service: SearchService, served: ResultFiles):
                 delta_view(service, response), umap_view(service, response), details(response), paths)
 
     return search
+
+
+def _user(request: gr.Request | None) -> str | None:
+    """Whose online session: the Gradio session (one per browser tab, one per API client)."""
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def make_reset_online(service: SearchService):
+    def reset_online(request: gr.Request = None) -> str:
+        if not service.can_online:
+            return f"⚠ online adaptation is unavailable: {service.online_note}"
+        had = service.reset_online(_user(request))
+        return ("online adaptation reset: queries are embedded by the shared model again" if had
+                else "online adaptation: nothing to reset yet (no online search in this session)")
+
+    return reset_online
+
+
+def make_forget_online(service: SearchService):
+    def forget(request: gr.Request = None) -> None:
+        service.drop_online(_user(request))
+
+    return forget
 
 
 def _warn(message: str) -> tuple:
@@ -301,8 +341,12 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                         False, label="re-rank with QuARI", interactive=service.can_rerank,
                         info=None if service.can_rerank else "unavailable: no QuARI re-ranker is trained for "
                                                                 "this encoder")
-                    online = gr.Checkbox(False, label="online adaptation", visible=False)  # lands later
-                    gr.Button("reset online adaptation", visible=False)
+                    online = gr.Checkbox(
+                        False, label="online adaptation: the query encoder keeps adapting to this session's "
+                                     "sketches and images", interactive=service.can_online, elem_id="online",
+                        info=None if service.can_online else f"unavailable: {service.online_note}")
+                    reset_button = gr.Button("reset online adaptation", size="sm", interactive=service.can_online,
+                                             elem_id="reset-online")
                     k = gr.Slider(1, MAX_K, config.k, step=1, label="top-k")
                 example_gallery = gr.Gallery(value=examples, label="examples: one click each", columns=5,
                                              height=260, allow_preview=False, elem_id="examples")
@@ -323,7 +367,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     info = gr.JSON(label="last search")
 
         inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
-                  rerank, k]
+                  rerank, k, online]  # online last: callers of the API from before it still work
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
         search = make_search(service, results)
         new_query = [sketch, image, text, negative]
@@ -338,7 +382,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
         example_gallery.select(make_example_select(examples, config.canvas), None, new_query,
                                api_visibility="private").then(**searching, api_visibility="private")
         clear_button.click(make_clear(service, config.canvas), None, new_query + outputs, api_visibility="private")
-        online.change(lambda value: None, online, None, api_visibility="private")
+        reset_button.click(make_reset_online(service), None, status, api_name="reset_online")
+        demo.unload(make_forget_online(service))
     return demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
 
 

@@ -1,4 +1,5 @@
-"""Specification of the app: fused queries, base vs adapted search, the views, bad input, and the launched app.
+"""Specification of the app: fused queries, base vs adapted search, the views, bad input, online adaptation, and
+the launched app.
 
 Everything runs on a small demo gallery: 15 PACS photos of each of its 7 classes, linked (never copied) from
 $HYSTAR_DATA, searched with the shipped hystar-mini and a seeded test adapter.
@@ -27,7 +28,16 @@ from hystar.encoder import shared_encoder
 from hystar.images import ImageError
 from hystar.index import BuildConfig, GalleryIndex, build_index
 from hystar.rerank import QuARI, QuARIConfig, Reranker
-from hystar.service import Query, QueryError, SearchService, ServiceConfig, Space, fuse, gallery_classes
+from hystar.service import (
+    OnlineServiceConfig,
+    Query,
+    QueryError,
+    SearchService,
+    ServiceConfig,
+    Space,
+    fuse,
+    gallery_classes,
+)
 from hystar.ui import build_app, launch
 from hystar.views import UmapMap, delta_figure, umap_cache_path, umap_figure, umap_key
 
@@ -331,8 +341,9 @@ def test_gallery_classes_come_from_the_manifests_else_from_folders(tmp_path):
 
 # --- the launched app, through gradio_client ----------------------------------------------------------------
 
-def ask(client, sketch=None, image=None, text="", negative="", adapt=True, rerank=False, k=6):
-    return client.predict(sketch, image, text, negative, 1.0, 1.0, 1.0, 0.5, adapt, rerank, k, api_name="/search")
+def ask(client, sketch=None, image=None, text="", negative="", adapt=True, rerank=False, k=6, online=False):
+    return client.predict(sketch, image, text, negative, 1.0, 1.0, 1.0, 0.5, adapt, rerank, k, online,
+                          api_name="/search")
 
 
 def gallery_labels(gallery) -> list[str]:
@@ -412,3 +423,129 @@ def wait_for_server(process: subprocess.Popen, port: int, timeout: float = 120) 
                 return f"http://127.0.0.1:{port}/"
         time.sleep(0.5)
     raise AssertionError("app.py did not start listening in time")
+
+
+# --- online adaptation: each app session's own query encoder, through the launched app ----------------------
+
+# A user's stream: the 9 examples (sketches, paintings, low-res shots) class by class, twice. The session adapts on
+# the queries it finds reliable (low entropy against the recent ones), from the 4th on: a few updates.
+STREAM = 2 * sorted((p for p in EXAMPLES.iterdir() if p.suffix in {".png", ".jpg"}),
+                    key=lambda p: p.stem.split("_")[::-1])
+PROBE = EXAMPLES / "sketch_house.png"
+
+
+def new_client(app_url: str):
+    """A new app session (its own Gradio session hash), as a second browser tab would be."""
+    from gradio_client import Client
+
+    return Client(app_url, verbose=False)
+
+
+def ask_online(client, path: Path, adapt: bool = True, k: int = 6):
+    from gradio_client import handle_file
+
+    return ask(client, image=handle_file(str(path)), adapt=adapt, k=k, online=True)
+
+
+def adapt_on_stream(client, adapt: bool = True) -> None:
+    for path in STREAM:
+        ask_online(client, path, adapt=adapt)
+
+
+def ranked(side: list[dict]) -> list[tuple[str, float]]:
+    return [(row["name"], row["score"]) for row in side]
+
+
+def probe_features(service: SearchService) -> torch.Tensor:
+    pixels = service.encoder.preprocess(Image.open(PROBE).convert("RGB"))[None]
+    with torch.no_grad():
+        return service.encoder.visual.trunk(pixels.to(service.encoder.device))
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+@needs_data
+def test_online_adaptation_adapts_only_this_sessions_query_encoder(app_url, service):
+    alice, bob = new_client(app_url), new_client(app_url)
+    shared = snapshot(service.adapter)  # the base encoder, the adapter and the text tower
+    first = ask_online(alice, PROBE)[5]
+    adapt_on_stream(alice)
+    status, *_, info = ask_online(alice, PROBE)[:6]
+
+    assert info["online"]["updates"] > 0 and info["online"]["images"] == len(STREAM) + 2
+    assert "online adaptation on (Hystar encoder, this session only)" in status
+    assert ranked(info["adapted"]) != ranked(first["adapted"])  # the adapted side follows the session
+    assert info["base"] == first["base"]                         # the base side stays the shared base encoder
+    session = service.online.find(alice.session_hash, "adapted").session
+    probe = probe_features(service)
+    with torch.no_grad():
+        assert not torch.allclose(session.embed(probe), service.adapter.encode_features(probe), atol=1e-5)
+
+    after = service.adapter.state_dict()
+    assert shared.keys() == after.keys() and all(torch.equal(shared[name], after[name]) for name in shared)
+    assert all(parameter.grad is None for parameter in service.adapter.parameters())
+    other = ask_online(bob, PROBE)[5]  # another user: a fresh session, the shared model's results
+    assert other["adapted"] == first["adapted"] and other["online"]["updates"] == 0
+
+
+@needs_data
+def test_reset_gives_back_the_shared_models_results_exactly(app_url):
+    client = new_client(app_url)
+    first = ask_online(client, PROBE, adapt=False)[5]  # style adaptation off: the base side is the one adapted
+    adapt_on_stream(client, adapt=False)
+    adapted = ask_online(client, PROBE, adapt=False)[5]
+    assert ranked(adapted["base"]) != ranked(first["base"]) and adapted["online"]["side"] == "base"
+
+    assert client.predict(api_name="/reset_online").startswith("online adaptation reset")
+    again = ask_online(client, PROBE, adapt=False)[5]
+    assert again["base"] == first["base"] and again["online"] == first["online"]
+    assert first["online"] == {"on": True, "side": "base", "images": 1, "adapted_on": 0, "updates": 0,
+                               "observed": True}
+
+
+@needs_data
+def test_text_queries_are_unchanged_by_online_adaptation(app_url):
+    client = new_client(app_url)
+    adapt_on_stream(client)
+    plain = ask(client, text="a photo of a guitar")[5]
+    status, *_, online = ask(client, text="a photo of a guitar", online=True)[:6]
+    assert online["online"]["updates"] > 0 and not online["online"]["observed"]
+    assert "text is not adapted" in status
+    assert online["base"] == plain["base"] and online["adapted"] == plain["adapted"]
+
+
+@needs_data
+def test_the_online_control_and_its_reset_are_shown_and_in_the_api(client):
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    for control in ("online", "reset-online"):
+        assert props[control].get("visible") is not False and props[control].get("interactive") is not False
+    assert props["online"]["value"] is False  # off until the user turns it on
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert [p["parameter_name"] for p in api["/search"]["parameters"]][-1] == "online"
+    assert "/reset_online" in api
+
+
+@needs_data
+def test_online_sessions_are_kept_for_a_bounded_number_of_users(service):
+    capped = SearchService(service.encoder, service.base, service.adapter, service.adapted, umap=None,
+                           online=OnlineServiceConfig(max_users=2))
+    for user in ("ann", "ben", "cat"):
+        capped.search(Query(image=PROBE, online=True, k=3), user=user)
+    assert len(capped.online) == 2 and "ann" not in capped.online and "cat" in capped.online
+    anonymous = capped.search(Query(image=PROBE, online=True, k=3))
+    assert anonymous.online is None and any("needs a user session" in note for note in anonymous.notes)
+
+
+@needs_data
+def test_closing_an_app_session_drops_its_online_sessions(app_url, service, monkeypatch):
+    monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.5")  # the server notices a closed session within 0.5 s
+    client = new_client(app_url)
+    ask_online(client, PROBE)
+    assert client.session_hash in service.online
+    client.close()
+    deadline = time.monotonic() + 30
+    while client.session_hash in service.online and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.session_hash not in service.online
