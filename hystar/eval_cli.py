@@ -12,7 +12,7 @@ import torch
 from .adapters import HystarEncoder, file_fingerprint, load_adapter
 from .data import DATASETS, load_dataset
 from .encoder import DEFAULT_ENCODER, load_encoder
-from .evaluate import EffNetPooled, Reranked, evaluate_dataset, headline_table, markdown_table, zero_shot
+from .evaluate import EffNetPooled, Reranked, dsr_table, evaluate_dataset, headline_table, markdown_table, zero_shot
 from .online import DEFAULT_STREAM, PARAMETER_SETS, OnlineConfig, evaluate_stream, segment_table, stream_table
 
 
@@ -75,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                                          "(repeatable; default: all three)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
+    parser.add_argument("--render", type=Path, metavar="OUT.json",
+                        help="print (and with --out write) the tables of a saved report instead of evaluating")
     online = parser.add_argument_group("online adaptation (instead of the tables)")
     online.add_argument("--online", action="store_true",
                         help="feed a stream of test queries through an online session per model; report the later "
@@ -115,17 +117,32 @@ def run_online(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.online:
         return run_online(args)
-    args.data = args.data or list(DATASETS)
-    report = run_eval(args)
-    headline, table = headline_table(report["retrieval"]), markdown_table(report["retrieval"])
-    text = (f"Command: `hystar {' '.join(args.argv)}`\n\nHeadline metric per task (change against base):\n\n"
-            f"{headline}\n\nAll metrics:\n\n{table}\n")
-    if report["zero_shot"]:
-        text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
-        text += zero_shot_table(report) + "\n"
+    if args.render:
+        report = json.loads(args.render.read_text())
+        command = report.get("command") or f"hystar eval (rendered from {args.render})"
+    else:
+        args.data = args.data or list(DATASETS)
+        report = run_eval(args)
+        command = report["command"] = f"hystar {' '.join(args.argv)}"
+    text = render_report(report, command)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
+        if not args.render:
+            args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(text)
     return 0
+
+
+def render_report(report: dict, command: str) -> str:
+    retrieval = report["retrieval"]
+    text = (f"Command: `{command}`\n\nHeadline metric per task (change against base):\n\n"
+            f"{headline_table(retrieval)}\n\nAll metrics:\n\n{markdown_table(retrieval)}\n")
+    dsr = dsr_table(retrieval)
+    if dsr:
+        text += ("\nThe DSR protocol, labelled as such (each query against its batch of 24 photos; their \"R@5\" "
+                 "counts the top 4):\n\n" + dsr + "\n")
+    if report["zero_shot"]:
+        text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
+        text += zero_shot_table(report) + "\n"
+    return text

@@ -238,6 +238,25 @@ def headline_table(results: dict[str, dict[str, dict]], reference: str = "base")
     return "\n".join(lines)
 
 
+DSR_COLUMNS = ("DSR R@1", 'DSR "R@5" (top-4)', "DSR top-5")
+
+
+def dsr_table(results: dict[str, dict[str, dict]]) -> str:
+    """The DSR protocol's numbers (batches of 24 pairs) for the tasks that have them, models side by side."""
+    models = list(results)
+    tasks = list(dict.fromkeys(t for m in models for t, r in results[m].items() if DSR_COLUMNS[0] in r))
+    if not tasks:
+        return ""
+    header = "| task | batches | " + " | ".join(f"{m} {c.removeprefix('DSR ')}" for m in models for c in DSR_COLUMNS)
+    lines = [header + " |", "|" + "---|" * (2 + len(models) * len(DSR_COLUMNS))]
+    for task in tasks:
+        first = next(results[m][task] for m in models if DSR_COLUMNS[0] in results[m].get(task, {}))
+        cells = [f"{results[m][task][c]:.1f}" if DSR_COLUMNS[0] in results[m].get(task, {}) else "–"
+                 for m in models for c in DSR_COLUMNS]
+        lines.append(f"| {task} | {first['DSR batches']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
