@@ -689,6 +689,9 @@ def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndar
     """The committed rows of an index: manifest, memory-mapped vectors, skipped files; `CorruptIndexError` when
     they are missing, unreadable or disagree with each other or with meta.json."""
     generation = folder / meta.generation
+    missing = [name for name in (MANIFEST, SKIPPED, VECTORS) if not (generation / name).is_file()]
+    if missing:
+        raise CorruptIndexError(folder, f"{meta.generation}/{missing[0]} is missing")
     current = MANIFEST
     try:
         entries = _read_jsonl(generation / MANIFEST, Entry)
@@ -701,6 +704,9 @@ def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndar
     if len(vectors) != len(entries) or vectors.shape[1] != meta.dim:
         raise CorruptIndexError(folder, f"{len(entries)} manifest rows but {len(vectors)} vectors of dimension "
                                         f"{vectors.shape[1]} (meta.json: {meta.dim})")
+    if (len(entries), len(skipped)) != (meta.count, meta.skipped):  # e.g. rows cut off at a line's end
+        raise CorruptIndexError(folder, f"{meta.generation} holds {len(entries)} images and {len(skipped)} skipped "
+                                        f"files; meta.json says {meta.count} and {meta.skipped}")
     return entries, vectors, skipped
 
 
@@ -1012,7 +1018,8 @@ class _Builder:
                 entries.append(Entry(**asdict(stat), sha1=hashes[i]))
                 vectors.append(vector)
         for i, message in result.errors.items():
-            skipped.extend(Skipped(**asdict(s), reason=_reason(s, message)) for s in fresh[hashes[i]])
+            decoded = fresh[hashes[i]][0]  # the file that was read; the others have the same bytes
+            skipped.extend(Skipped(**asdict(s), reason=_reason(decoded, message)) for s in fresh[hashes[i]])
             bar.update(len(fresh[hashes[i]]))
         self.report.embedded += len(result.ok)
         stacked = np.stack(vectors).astype(np.float16) if vectors else np.zeros((0, self.dim), np.float16)

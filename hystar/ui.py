@@ -135,18 +135,43 @@ def blank_canvas(size: int) -> dict[str, Any]:
     return {"background": Image.new("RGB", (size, size), "white"), "layers": [], "composite": None}
 
 
-def _file(payload: Any) -> str | None:
+class QueryFiles:
+    """Where a query image may come from: gradio's upload folder, the results the app has shown (a click on one
+    searches it) and the examples. The API takes file payloads that name a path, and gradio vets only some forms of
+    them (a payload without its `meta`, or a bare string, reaches the listener as it is); a search never opens
+    another file of the server by its name, nor says whether one exists."""
+
+    def __init__(self, folders: list[Path], files: list[Path]):
+        self.folders = [Path(os.path.realpath(folder)) for folder in folders]
+        self.files = {Path(os.path.realpath(path)) for path in files}
+
+    @classmethod
+    def of_app(cls, served: ResultFiles, examples: list[tuple[str, str]]) -> QueryFiles:
+        from gradio.utils import get_upload_folder
+
+        return cls([Path(get_upload_folder()), served.folder], [Path(path) for path, _ in examples])
+
+    def __call__(self, path: Any) -> str | None:
+        if path is None or path == "":
+            return None
+        real = Path(os.path.realpath(str(path)))
+        if real in self.files or any(real.is_relative_to(folder) for folder in self.folders):
+            return str(path)
+        raise QueryError("images are taken from uploads only, never from a path on the server")
+
+
+def _file(payload: Any, readable: QueryFiles) -> str | None:
     """The path of an uploaded file, as the search listeners receive it (not preprocessed, see `build_app`)."""
     if isinstance(payload, dict):
-        return payload.get("path")
-    return payload
+        return readable(payload.get("path"))
+    return readable(payload)
 
 
-def _canvas(editor: Any) -> str | None:
+def _canvas(editor: Any, readable: QueryFiles) -> str | None:
     """The flattened canvas of an ImageEditor payload (the background when nothing was drawn on it)."""
     if isinstance(editor, dict) and ("composite" in editor or "background" in editor):
-        return _file(editor.get("composite")) or _file(editor.get("background"))
-    return _file(editor)
+        return _file(editor.get("composite"), readable) or _file(editor.get("background"), readable)
+    return _file(editor, readable)
 
 
 def _number(value: Any, name: str) -> float:
@@ -170,11 +195,13 @@ def _gallery(results: list[Result] | None, served: ResultFiles) -> list[tuple[st
     return [(served(r.path), caption(r)) for r in results or []]
 
 
-def make_search(service: SearchService, served: ResultFiles):
+def make_search(service: SearchService, served: ResultFiles, readable: QueryFiles | None = None):
+    readable = readable or QueryFiles.of_app(served, example_files(EXAMPLES_DIR))
+
     def search(sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight,
                adapt, rerank, k, online=False, request: gr.Request = None):
         try:
-            query = Query(sketch=_canvas(sketch), image=_file(image), text=_text(text, "text"),
+            query = Query(sketch=_canvas(sketch, readable), image=_file(image, readable), text=_text(text, "text"),
                           negative=_text(negative, "negative text"),
                           sketch_weight=_number(sketch_weight, "sketch weight"),
                           image_weight=_number(image_weight, "image weight"),
@@ -308,7 +335,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
     config = config or UiConfig()
     examples = example_files(config.examples)
     results = ResultFiles()
-    gr.set_static_paths([str(results.folder), str(config.examples)])
+    # All that is served: the results shown and the example pictures (not their folder, which holds their script).
+    gr.set_static_paths([str(results.folder), *(path for path, _ in examples)])
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
         gr.Markdown(header(service, config.title))
         paths = gr.State({"base": [], "adapted": []})
@@ -369,7 +397,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
         inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
                   rerank, k, online]  # online last: callers of the API from before it still work
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
-        search = make_search(service, results)
+        search = make_search(service, results, QueryFiles.of_app(results, examples))
         new_query = [sketch, image, text, negative]
         # Uploads reach `search` undecoded (preprocess=False): `hystar.images.open_image` judges every file
         # (corrupt, huge, odd modes) and says what is wrong in one line; gradio's own decoding would not.
