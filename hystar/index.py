@@ -685,6 +685,14 @@ def _open_vectors(path: Path) -> np.ndarray:
     return vectors
 
 
+def _faiss_readable(path: Path, count: int, dim: int) -> bool:
+    try:
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+    except RuntimeError:
+        return False
+    return index.ntotal == count and index.d == dim
+
+
 def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndarray, list[Skipped]]:
     """The committed rows of an index: manifest, memory-mapped vectors, skipped files; `CorruptIndexError` when
     they are missing, unreadable or disagree with each other or with meta.json."""
@@ -1053,9 +1061,11 @@ class _Builder:
         return (previous.root != str(self.root)
                 or previous.kind_config != self.config.kind.to_json()
                 or [r.entry for r in refs] != _read_jsonl(generation / MANIFEST, Entry)
-                or skipped != _read_jsonl(generation / SKIPPED, Skipped))
+                or skipped != _read_jsonl(generation / SKIPPED, Skipped)
+                or not _faiss_readable(generation / FAISS_INDEX, len(refs), self.dim))
 
     def _commit(self, previous: IndexMeta | None, refs: list[_Ref], skipped: list[Skipped]) -> None:
+        """A new generation; its FAISS index is built from the raw vectors, so a damaged one heals here."""
         number = int(previous.generation.split("-")[1]) + 1 if previous else 0
         name = f"gen-{number:06d}"
         generation = self.out / name

@@ -275,6 +275,22 @@ def test_a_damaged_index_file_is_detected_with_one_line_and_rebuilt_by_the_comma
     assert len(again.skipped) == 4
 
 
+@pytest.mark.parametrize("how", DAMAGES)
+def test_a_plain_rerun_of_hystar_index_heals_a_damaged_faiss_file_from_the_raw_vectors(
+        built_index, tmp_path, run_cli, mini_spec, how):
+    photos, original = built_index
+    index = tmp_path / "idx"
+    shutil.copytree(original, index)
+    damage(index / f"gen-000000/{FAISS_INDEX}", how)
+
+    rerun = run_cli("index", photos, "--out", index, "--encoder", mini_spec, "--no-progress")
+    assert rerun.code == 0, rerun.err
+    healed = GalleryIndex.load(index)
+    assert healed.meta.generation != "gen-000000"
+    assert sorted(e.path for e in healed.entries) == sorted(e.path for e in GalleryIndex.load(original).entries)
+    assert healed.index.ntotal == len(healed.entries)
+
+
 def test_the_app_rebuilds_its_damaged_gallery_index_instead_of_failing(tmp_path, mini_spec, capsys):
     make_gallery(tmp_path / "photos", 5)
     write_bad_files(tmp_path / "photos" / "bad")
