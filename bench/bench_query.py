@@ -113,8 +113,9 @@ def main() -> int:
     adapted, adapter_name = adapted_encoder(base)
     dim = base.embed_dim
     folder = Path(tempfile.mkdtemp(prefix="bench-query-"))
-    base_reranker, reranker_name = reranker_for(base.fingerprint, dim)
-    adapted_reranker, _ = reranker_for(adapted.fingerprint, dim)
+    base_reranker, base_reranker_name = reranker_for(base.fingerprint, dim)
+    adapted_reranker, adapted_reranker_name = reranker_for(adapted.fingerprint, dim)
+    reranker_name = f"base: {base_reranker_name}, adapted: {adapted_reranker_name}"
     base_index = synthetic_index(args.gallery, dim, 1, folder / "base")
     adapted_index = synthetic_index(args.gallery, dim, 2, folder / "adapted")
     spaces = [Space(name, index, [e.path.split("/")[0] for e in index.entries], reranker)
