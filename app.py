@@ -3,6 +3,7 @@
     python app.py [--gallery DIR] [--encoder SPEC] [--adapter FILE] [--port N]
 
 Without --gallery the demo photos under $HYSTAR_DATA are indexed on first start (later starts load the index).
+With neither (a fresh Hugging Face Space) the app starts on an empty gallery of its own that photos are uploaded to.
 Runs on the CPU, or on a GPU when there is one.
 """
 

@@ -2,18 +2,26 @@
 
 Indexes live under `gallery/index/` (git-ignored), one folder per gallery, encoder and adapter, so switching
 encoders never rebuilds what was built before.
+
+Without demo photos and without a gallery folder (a fresh Hugging Face Space), the app owns an upload gallery,
+`<index root>/uploads/`: it starts empty and `copy_uploads` fills it with uploaded images and the images of
+uploaded zip archives (capped, zip-slip safe); the index is then extended incrementally by `ensure_demo_index`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
-from dataclasses import dataclass
-from pathlib import Path
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 
 from .data import DATA_ENV, DATASETS, DataNotFoundError, data_root, load_dataset, merged_photos
 from .encoder import DEFAULT_ENCODER
+from .images import is_image_path
 from .index import (
     BuildConfig,
     CorruptIndexError,
@@ -27,6 +35,7 @@ from .index import (
 )
 
 GALLERY_INDEX_ROOT = Path(__file__).resolve().parent.parent / "gallery" / "index"
+UPLOADS = "uploads"                     # the app-owned gallery folder under the index root
 
 
 class GalleryNotFoundError(FileNotFoundError):
@@ -109,3 +118,108 @@ def ensure_demo_index(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str | os
     if progress:
         print(report.summary(), file=sys.stderr)
     return GalleryIndex.load(folder)
+
+
+# ---------------------------------------------------------------------------------------------- uploads
+
+def upload_gallery_dir(index_root: str | os.PathLike = GALLERY_INDEX_ROOT) -> Path:
+    """The app-owned gallery that uploads go into (created on demand; nothing else is ever written to)."""
+    return Path(os.path.abspath(Path(index_root) / UPLOADS))
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_files: int = 500                   # images per upload, zip members included
+    max_bytes: int = 200 * 1024 * 1024     # their total size (uncompressed)
+
+
+class UploadLimitError(ValueError):
+    """An upload over `UploadLimits`; the message is one line for the user. Nothing was copied."""
+
+
+@dataclass
+class CopiedUploads:
+    files: dict[Path, str] = field(default_factory=dict)          # copied into the gallery folder -> uploaded name
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (name as uploaded, why)
+
+
+def _safe_name(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).stem).strip("._")[:60] or "photo"
+    return f"{stem}{Path(name).suffix.lower()}"
+
+
+def _zip_member_problem(info: zipfile.ZipInfo) -> str:
+    """Why a zip member is not taken ("" when it is): unsafe paths (zip-slip), folders, non-images."""
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts:
+        return "unsafe path in the archive (absolute or with ..): ignored"
+    if info.is_dir() or any(part.startswith(".") or part == "__MACOSX" for part in parts):
+        return ""
+    if not is_image_path(name):
+        return "not an image file (by its extension)"
+    return "ok"
+
+
+def copy_uploads(uploads: Iterable[str | os.PathLike], gallery_dir: str | os.PathLike,
+                 limits: UploadLimits = UploadLimits()) -> CopiedUploads:
+    """Copy uploaded images, and the images inside uploaded .zip archives, into `gallery_dir` under names of the
+    app's own (content hash + cleaned name: the same photo twice is one file). Zip members with absolute or `..`
+    paths are never extracted; files that are neither images nor zips are skipped with their reason. Whether an
+    image decodes is judged later, by the indexer. Raises `UploadLimitError` (copying nothing) past `limits`."""
+    plan: list[tuple[str, Path | None, zipfile.ZipFile | None, zipfile.ZipInfo | None]] = []
+    copied = CopiedUploads()
+    archives: list[zipfile.ZipFile] = []
+    total = 0
+    try:
+        for upload in uploads:
+            path = Path(upload)
+            if path.suffix.lower() == ".zip":
+                try:
+                    archive = zipfile.ZipFile(path)
+                except (zipfile.BadZipFile, OSError) as error:
+                    copied.skipped.append((path.name, f"not a readable zip archive ({error})"))
+                    continue
+                archives.append(archive)
+                for info in archive.infolist():
+                    problem = _zip_member_problem(info)
+                    if problem == "ok":
+                        plan.append((f"{path.name}:{info.filename}", None, archive, info))
+                        total += info.file_size
+                    elif problem:
+                        copied.skipped.append((f"{path.name}:{info.filename}", problem))
+            elif is_image_path(path):
+                plan.append((path.name, path, None, None))
+                total += path.stat().st_size
+            else:
+                copied.skipped.append((path.name, "not an image file nor a .zip archive"))
+        if len(plan) > limits.max_files or total > limits.max_bytes:
+            raise UploadLimitError(f"too much at once: {len(plan)} images, {total / 2**20:.1f} MB; an upload takes "
+                                   f"at most {limits.max_files} images and {limits.max_bytes / 2**20:.0f} MB")
+        folder = Path(gallery_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, path, archive, info in plan:
+            try:
+                data = path.read_bytes() if path is not None else archive.read(info)
+            except (zipfile.BadZipFile, OSError, EOFError) as error:
+                copied.skipped.append((name, f"could not be read ({error})"))
+                continue
+            target = folder / f"{hashlib.sha1(data).hexdigest()[:12]}-{_safe_name(name.rsplit(':', 1)[-1])}"
+            if not target.is_file():
+                tmp = target.with_name(f".{target.name}.tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            copied.files[target] = name
+    finally:
+        for archive in archives:
+            archive.close()
+    return copied
+
+
+def remove_from_gallery(files: Iterable[Path], gallery_dir: str | os.PathLike) -> None:
+    """Delete files the indexer refused from the upload gallery (only files inside it)."""
+    folder = Path(os.path.realpath(gallery_dir))
+    for path in files:
+        if Path(os.path.realpath(path)).parent == folder:
+            Path(path).unlink(missing_ok=True)
+

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
@@ -37,7 +38,16 @@ from .adapters import AdapterMismatchError, HystarEncoder
 from .data import DATASETS, DataNotFoundError, load_dataset
 from .embed import embed_pixels, embed_texts
 from .encoder import DEFAULT_ENCODER, Encoder
-from .gallery import GALLERY_INDEX_ROOT, ensure_demo_index
+from .gallery import (
+    GALLERY_INDEX_ROOT,
+    UploadLimitError,
+    UploadLimits,
+    copy_uploads,
+    demo_source,
+    ensure_demo_index,
+    remove_from_gallery,
+    upload_gallery_dir,
+)
 from .images import ImageError, is_blank, open_image
 from .index import GalleryIndex, Reranker, open_search_encoder
 from .online import OnlineConfig, OnlineSession, session_parameter_names
@@ -60,6 +70,8 @@ log = logging.getLogger(__name__)
 
 MAX_K = 50
 TOP_SHIFTS = 5
+MIN_UMAP_PHOTOS = 20                   # below it the UMAP view waits: a map of a handful of photos says nothing
+EMPTY_GALLERY = "the gallery is empty: add photos first"
 
 
 class QueryError(ValueError):
@@ -87,6 +99,7 @@ class ServiceConfig:
     device: str | None = None          # None: CUDA when present, else the CPU
     progress: bool = True
     online: OnlineServiceConfig | None = field(default_factory=OnlineServiceConfig)   # None: no online adaptation
+    upload_limits: UploadLimits = field(default_factory=UploadLimits)   # per upload into the app-owned gallery
 
 
 @dataclass
@@ -142,6 +155,20 @@ class SearchResponse:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # milliseconds
     online: OnlineStatus | None = None  # None: online adaptation off for this search
+
+
+@dataclass
+class AddReport:
+    """What an upload into the app-owned gallery did."""
+    added: list[str]                   # uploaded names now in the gallery
+    skipped: list[tuple[str, str]]     # (uploaded name, why)
+    count: int                         # photos in the gallery now
+
+    def summary(self) -> str:
+        line = f"{len(self.added)} photo{'' if len(self.added) == 1 else 's'} added; the gallery has {self.count}"
+        if self.skipped:
+            line += f"; {len(self.skipped)} skipped: " + "; ".join(f"{name} ({why})" for name, why in self.skipped)
+        return line
 
 
 @dataclass
@@ -283,7 +310,8 @@ class SearchService:
 
     def __init__(self, encoder: Encoder, base: Space, adapter: HystarEncoder | None = None,
                  adapted: Space | None = None, candidates: int = 100, umap: Future | UmapMap | None = None,
-                 online: OnlineServiceConfig | None = None):
+                 online: OnlineServiceConfig | None = None, config: ServiceConfig | None = None,
+                 uploads: Path | None = None, umap_note: str = ""):
         if (adapter is None) != (adapted is None):
             raise ValueError("an adapted encoder and its gallery space come together")
         self.encoder, self.base, self.adapter, self.adapted = encoder, base, adapter, adapted
@@ -297,13 +325,18 @@ class SearchService:
         self._online_galleries: dict[str, torch.Tensor] = {}
         self._anchors: torch.Tensor | None = None
         self._anchors_ready = False
+        self.config = config or ServiceConfig()
+        self.uploads = uploads         # the app-owned gallery folder photos can be added to; None: read-only
+        self.umap_note = umap_note     # why there is no UMAP view, when there is none
+        self._add_lock = threading.Lock()
 
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod
     def open(cls, config: ServiceConfig) -> SearchService:
         """Load the encoder, the adapter (if any), the gallery indexes (built on first use) and re-rankers;
-        UMAP is fitted (or loaded from its cache) in the background."""
+        UMAP is fitted (or loaded from its cache) in the background. With no gallery folder and no demo photos,
+        the gallery is the app-owned upload folder under the index root (empty at first; see `add_photos`)."""
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         adapter = None
         if config.adapter is not None:
@@ -313,20 +346,60 @@ class SearchService:
         else:
             encoder, _ = open_search_encoder(config.encoder)
             encoder = encoder if device == "cpu" else copy.deepcopy(encoder).to(device)
-        base_index = ensure_demo_index(config.encoder, config.gallery, None, config.index_root,
-                                       progress=config.progress)
-        base = _space("base", base_index, encoder.fingerprint, config.reranker_dir)
-        adapted = None
-        if adapter is not None:
-            adapted_index = ensure_demo_index(config.encoder, config.gallery, config.adapter, config.index_root,
-                                              progress=config.progress)
-            adapted = _space("adapted", adapted_index, adapter.fingerprint, config.reranker_dir)
-        umap = None
-        if config.umap is not None:
-            umap = _in_background(
-                load_or_fit_umap, base_index.vectors, base.classes, umap_cache_path(base_index.folder),
-                umap_key(base_index.meta.generation, len(base_index), config.umap), config.umap)
-        return cls(encoder, base, adapter, adapted, config.candidates, umap, config.online)
+        uploads = upload_gallery_dir(config.index_root)
+        if config.gallery is None and demo_source() is None:
+            uploads.mkdir(parents=True, exist_ok=True)
+            gallery = uploads
+        else:
+            gallery = config.gallery
+            if gallery is None or Path(os.path.abspath(Path(gallery).expanduser())) != uploads:
+                uploads = None      # the user's folder or the data set: never written to
+        base, adapted = _spaces(config, gallery, encoder, adapter, refresh=False)
+        umap, note = _umap(config, base)
+        return cls(encoder, base, adapter, adapted, config.candidates, umap, config.online, config, uploads, note)
+
+    # -- adding photos ------------------------------------------------------------------------------
+
+    @property
+    def can_add(self) -> bool:
+        return self.uploads is not None
+
+    def add_photos(self, files: Sequence[str | os.PathLike]) -> AddReport:
+        """Copy uploaded images (and the images of .zip archives) into the app-owned gallery, index them
+        incrementally and search the grown gallery from now on. Raises `QueryError` (one line) when there is
+        nothing to add, the upload is over `ServiceConfig.upload_limits`, or this gallery is not the app's own."""
+        if self.uploads is None:
+            raise QueryError("photos can be added only to the app's own upload gallery, not to a --gallery "
+                             "folder or the demo data")
+        if not files:
+            raise QueryError("nothing to add: choose photos or a .zip archive of photos")
+        with self._add_lock:
+            before = {entry.path for entry in self.base.index.entries}
+            try:
+                copied = copy_uploads(files, self.uploads, self.config.upload_limits)
+            except UploadLimitError as error:
+                raise QueryError(str(error)) from None
+            base, adapted = _spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True)
+            refused = {item.path: item.reason for item in base.index.skipped}
+            added, skipped, bad = [], list(copied.skipped), []
+            for target, name in copied.files.items():
+                relpath = target.relative_to(self.uploads).as_posix()
+                if relpath in refused:
+                    skipped.append((name, refused[relpath]))
+                    bad.append(target)
+                elif relpath in before:
+                    skipped.append((name, "already in the gallery"))
+                else:
+                    added.append(name)
+            remove_from_gallery(bad, self.uploads)
+            umap, note = _umap(self.config, base)
+            with self._online_lock:   # sessions hold the old gallery's vectors: they start again on the new one
+                self.base, self.adapted, self._umap, self.umap_note = base, adapted, umap, note
+                self._online_galleries.clear()
+                self._anchors, self._anchors_ready = None, False
+                if self.online is not None:
+                    self.online = OnlineSessions(self._new_session, self.online_config.max_users)
+            return AddReport(added, skipped, len(base.index))
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -373,6 +446,8 @@ class SearchService:
         """Top-k for `query` in the base space and, when asked and available, the adapted space.
         With `query.online`, `user`'s online session embeds (and adapts to) the query's images.
         Raises `QueryError` (nothing to search for) or `ImageError` (an image that cannot be read)."""
+        if self.gallery_size == 0:
+            raise QueryError(EMPTY_GALLERY)
         k = int(min(max(query.k, 1), MAX_K))
         adapt = query.adapt and self.adapter is not None
         notes = []
@@ -610,6 +685,31 @@ def _singular_value_norms(adapter: HystarEncoder | None) -> tuple[dict[int, floa
     return qkv, mlp
 
 
+def _spaces(config: ServiceConfig, gallery: Path | None, encoder: Encoder, adapter: HystarEncoder | None,
+            refresh: bool) -> tuple[Space, Space | None]:
+    """The base space and, with an adapter, the adapted one, of `gallery` (loaded, else built; `refresh`: extended
+    with the images added since, through `ensure_demo_index`)."""
+    base_index = ensure_demo_index(config.encoder, gallery, None, config.index_root, refresh=refresh,
+                                   progress=config.progress)
+    base = _space("base", base_index, encoder.fingerprint, config.reranker_dir)
+    if adapter is None:
+        return base, None
+    adapted_index = ensure_demo_index(config.encoder, gallery, config.adapter, config.index_root, refresh=refresh,
+                                      progress=config.progress)
+    return base, _space("adapted", adapted_index, adapter.fingerprint, config.reranker_dir)
+
+
+def _umap(config: ServiceConfig, base: Space) -> tuple[Future | None, str]:
+    """The UMAP of the base gallery, fitted (or loaded) in the background; or None and why."""
+    index = base.index
+    if config.umap is None:
+        return None, "UMAP view is off"
+    if len(index) < MIN_UMAP_PHOTOS:
+        return None, f"the UMAP view appears once the gallery has {MIN_UMAP_PHOTOS} photos (it has {len(index)})"
+    return _in_background(load_or_fit_umap, index.vectors, base.classes, umap_cache_path(index.folder),
+                          umap_key(index.meta.generation, len(index), config.umap), config.umap), ""
+
+
 def _space(name: str, index: GalleryIndex, fingerprint: str, reranker_dir: Path) -> Space:
     try:
         reranker, note = load_default_reranker(fingerprint, reranker_dir), ""
@@ -625,6 +725,6 @@ def default_adapter() -> Path | None:
     return DEFAULT_ADAPTER if DEFAULT_ADAPTER.is_file() else None
 
 
-__all__ = ["AdapterMismatchError", "DEFAULT_ADAPTER", "ImageError", "MAX_K", "OnlineServiceConfig", "OnlineSessions",
-           "OnlineStatus", "Query", "QueryError", "Result", "SearchResponse", "SearchService", "ServiceConfig", "Space",
-           "TrackedSession", "default_adapter", "fuse", "gallery_classes"]
+__all__ = ["AddReport", "AdapterMismatchError", "DEFAULT_ADAPTER", "EMPTY_GALLERY", "ImageError", "MAX_K",
+           "OnlineServiceConfig", "OnlineSessions", "OnlineStatus", "Query", "QueryError", "Result", "SearchResponse",
+           "SearchService", "ServiceConfig", "Space", "TrackedSession", "default_adapter", "fuse", "gallery_classes"]

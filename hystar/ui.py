@@ -29,6 +29,7 @@ from .views import delta_figure, umap_figure
 log = logging.getLogger(__name__)
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+NO_GALLERY = "No gallery yet: add photos below, or start the app with --gallery DIR"
 EXAMPLE_KINDS = {"sketch": "sketch", "painting": "painting", "lowres": "low-res shot"}
 SIDE_BY_SIDE, ALONE = 3, 6          # result columns per gallery with and without the adapted side
 CSS = """
@@ -60,6 +61,8 @@ def header(service: SearchService, title: str = UiConfig.title) -> str:
              "the image encoder to the query's style before searching.",
              f"Gallery: **{len(service.base.index):,}** images under `{meta.root}` · encoder "
              f"`{meta.encoder['spec']}` · style adaptation: {adapt} · re-rank: {rerank} · online adaptation: {online}"]
+    if service.gallery_size == 0:
+        lines.append(f"**{NO_GALLERY}**")
     return "\n\n".join(lines)
 
 
@@ -124,7 +127,8 @@ def delta_view(service: SearchService, response: SearchResponse | None) -> Any:
 def umap_view(service: SearchService, response: SearchResponse | None) -> Any:
     projection = service.umap_map()
     if projection is None:
-        note = "UMAP is being fitted (once per gallery)…" if service.has_umap else "UMAP view is off"
+        note = "UMAP is being fitted (once per gallery)…" if service.has_umap else service.umap_note or \
+            "UMAP view is off"
         return umap_figure(None, None, note)
     return umap_figure(projection, response.placement if response is not None else None)
 
@@ -228,6 +232,23 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
 def _user(request: gr.Request | None) -> str | None:
     """Whose online session: the Gradio session (one per browser tab, one per API client)."""
     return getattr(request, "session_hash", None) if request is not None else None
+
+
+def make_add(service: SearchService, title: str):
+    """Uploaded photos and .zip archives into the app-owned gallery (all the work is `SearchService.add_photos`)."""
+    def add(files):
+        paths = [f.get("path") if isinstance(f, dict) else f for f in files or []]
+        try:
+            report = service.add_photos([path for path in paths if path])
+        except QueryError as error:
+            gr.Warning(str(error), duration=6)
+            return f"⚠ {error}", gr.skip(), gr.skip(), gr.skip()
+        except Exception:  # noqa: BLE001 - logged here; the user gets one line, never a traceback
+            log.exception("adding photos failed")
+            return "⚠ adding the photos failed on the server", gr.skip(), gr.skip(), gr.skip()
+        return report.summary(), header(service, title), None, umap_view(service, None)
+
+    return add
 
 
 def make_reset_online(service: SearchService):
@@ -338,7 +359,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
     # All that is served: the results shown and the example pictures (not their folder, which holds their script).
     gr.set_static_paths([str(results.folder), *(path for path, _ in examples)])
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
-        gr.Markdown(header(service, config.title))
+        title = gr.Markdown(header(service, config.title))
         paths = gr.State({"base": [], "adapted": []})
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=380):
@@ -376,6 +397,12 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     reset_button = gr.Button("reset online adaptation", size="sm", interactive=service.can_online,
                                              elem_id="reset-online")
                     k = gr.Slider(1, MAX_K, config.k, step=1, label="top-k")
+                with gr.Group(visible=service.can_add):
+                    add_files = gr.File(label="Add photos to the gallery (images or .zip archives)",
+                                        file_count="multiple", file_types=["image", ".zip"], type="filepath",
+                                        elem_id="add-files")
+                    add_button = gr.Button("Add to the gallery", size="sm", elem_id="add-photos")
+                    add_status = gr.Markdown(NO_GALLERY if service.gallery_size == 0 else "", elem_id="add-status")
                 example_gallery = gr.Gallery(value=examples, label="examples: one click each", columns=5,
                                              height=260, allow_preview=False, elem_id="examples")
             with gr.Column(scale=3, min_width=480):
@@ -411,6 +438,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                                api_visibility="private").then(**searching, api_visibility="private")
         clear_button.click(make_clear(service, config.canvas), None, new_query + outputs, api_visibility="private")
         reset_button.click(make_reset_online(service), None, status, api_name="reset_online")
+        add_button.click(make_add(service, config.title), [add_files], [add_status, title, add_files, umap_plot],
+                         api_name="add_photos")
         demo.unload(make_forget_online(service))
     return demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
 
