@@ -14,6 +14,7 @@ from .data import DATASETS, load_dataset
 from .encoder import DEFAULT_ENCODER, load_encoder
 from .evaluate import EffNetPooled, Reranked, dsr_table, evaluate_dataset, headline_table, markdown_table, zero_shot
 from .online import DEFAULT_STREAM, PARAMETER_SETS, OnlineConfig, evaluate_stream, segment_table, stream_table
+from .rerank import ASSET_DIR as RERANKER_DIR
 
 
 def models_to_compare(args: argparse.Namespace):
@@ -28,7 +29,8 @@ def models_to_compare(args: argparse.Namespace):
 
         for label, model in list(models.items()):
             try:
-                models[f"{label}+quari"] = Reranked(model, load_default_reranker(model.fingerprint), args.top_k)
+                reranker = load_default_reranker(model.fingerprint, args.quari_dir)
+                models[f"{label}+quari"] = Reranked(model, reranker, args.top_k)
             except NoRerankerError as error:
                 print(f"hystar eval: no QuARI for {label}: {error}")
     if args.baseline == "effnet-lite0":
@@ -71,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rerank", choices=("none", "quari"), default="none",
                         help="also each model re-ranked by its QuARI (trained with `hystar train-quari`)")
     parser.add_argument("--top-k", type=int, default=1000, help="candidates re-ranked per query")
+    parser.add_argument("--quari-dir", type=Path, default=RERANKER_DIR, help="where to look for QuARI checkpoints")
     parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "
                                                          "(repeatable; default: all three)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")

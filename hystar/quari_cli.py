@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--layers", type=int, default=4, help="transformer layers (reference: 4)")
     parser.add_argument("--steps", type=int, default=4, help="refinement steps (reference: 4)")
+    parser.add_argument("--no-class-labels", action="store_true",
+                        help="treat other photos of the query's class as negatives (the reference's setting); by "
+                             "default they are left out of the softmax")
     parser.add_argument("--out", type=Path, help="default: assets/quari/<encoder>-<fingerprint>.safetensors")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.set_defaults(func=_run)
@@ -65,12 +68,13 @@ def _run(args: argparse.Namespace) -> int:
         queries, targets, gallery, labels = quari_training_data(encoder, list(iter_datasets(TRAIN_DATASETS)))
     train = TrainConfig(epochs=args.epochs, seed=args.seed)
     model_config = QuARIConfig(dim=gallery.shape[1], layers=args.layers, steps=args.steps)
-    result = train_quari(queries, targets, gallery, model_config, train, gallery_labels=labels)
+    result = train_quari(queries, targets, gallery, model_config, train,
+                         gallery_labels=None if args.no_class_labels else labels)
     out = args.out or default_path(encoder.name, encoder.fingerprint)
     spec = args.encoder + (f" + {args.adapter.name}" if args.adapter else "")
     save_reranker(result.model, out, encoder.fingerprint, spec,
                   {"queries": len(queries), "gallery": len(gallery), "epochs": args.epochs,
-                   "command": "hystar " + " ".join(args.argv),
+                   "class_labels": not args.no_class_labels, "command": "hystar " + " ".join(args.argv),
                    "epoch_losses": [round(x, 4) for x in result.epoch_losses]})
     print(json.dumps({"out": str(out), "queries": len(queries), "gallery": len(gallery)}))
     return 0
