@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from hystar.encoder import DEFAULT_ENCODER
-from hystar.gallery import GALLERY_INDEX_ROOT, GalleryNotFoundError
+from hystar.gallery import GALLERY_INDEX_ROOT, GalleryNotFoundError, UploadLimits
 from hystar.service import SearchService, ServiceConfig, default_adapter
 from hystar.ui import UiConfig, build_app, launch
 from hystar.views import UmapConfig
@@ -36,6 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch threads (default: cores / concurrent searches)")
     parser.add_argument("--concurrency", type=int, default=UiConfig.concurrency, help="searches run at once")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP view")
+    parser.add_argument("--max-upload-files", type=int, default=UploadLimits.max_files,
+                        help="images per upload into the app's own gallery, zip members included")
+    parser.add_argument("--max-upload-mb", type=float, default=UploadLimits.max_bytes / 2**20,
+                        help="total uncompressed size of one upload, in MB")
     return parser.parse_args(argv)
 
 
@@ -47,16 +51,22 @@ def adapter_path(args: argparse.Namespace) -> Path | None:
     return default_adapter() if args.encoder == DEFAULT_ENCODER else None
 
 
+def service_config(args: argparse.Namespace) -> ServiceConfig:
+    if args.max_upload_files < 1 or args.max_upload_mb <= 0:
+        raise ValueError("--max-upload-files and --max-upload-mb must be positive")
+    limits = UploadLimits(max_files=args.max_upload_files, max_bytes=int(args.max_upload_mb * 2**20))
+    return ServiceConfig(encoder=args.encoder, adapter=adapter_path(args), gallery=args.gallery,
+                         index_root=args.index_root, device=args.device,
+                         umap=None if args.no_umap else UmapConfig(), upload_limits=limits)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // args.concurrency))
-    config = ServiceConfig(encoder=args.encoder, adapter=adapter_path(args), gallery=args.gallery,
-                           index_root=args.index_root, device=args.device,
-                           umap=None if args.no_umap else UmapConfig())
     try:
-        service = SearchService.open(config)
+        service = SearchService.open(service_config(args))
     except (GalleryNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"hystar app: {error}", file=sys.stderr)
         return 2

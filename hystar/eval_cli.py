@@ -25,14 +25,19 @@ def models_to_compare(args: argparse.Namespace):
         label = label or Path(path).stem
         models[label] = HystarEncoder(base, load_adapter(base, path), file_fingerprint(Path(path))).eval()
     if args.rerank == "quari":
-        from .rerank import NoRerankerError, load_default_reranker
+        from .rerank import NoRerankerError, Reranker, load_default_reranker
 
         for label, model in list(models.items()):
             try:
                 reranker = load_default_reranker(model.fingerprint, args.quari_dir)
-                models[f"{label}+quari"] = Reranked(model, reranker, args.top_k)
             except NoRerankerError as error:
                 print(f"hystar eval: no QuARI for {label}: {error}")
+                continue
+            if not args.quari_blend:
+                models[f"{label}+quari"] = Reranked(model, reranker, args.top_k)
+            for blend in args.quari_blend or []:
+                reblended = Reranker(reranker.model, reranker.encoder_fingerprint, reranker.encoder_spec, blend=blend)
+                models[f"{label}+quari@{blend:g}"] = Reranked(model, reblended, args.top_k)
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
             raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")
@@ -43,11 +48,11 @@ def models_to_compare(args: argparse.Namespace):
 def run_eval(args: argparse.Namespace) -> dict:
     torch.set_grad_enabled(False)
     base, models = models_to_compare(args)
-    report = {"encoder": args.encoder, "models": list(models), "retrieval": {}, "zero_shot": {}}
+    report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {}}
     for name in args.data:
         dataset = load_dataset(name)
         for label, model in models.items():
-            report["retrieval"].setdefault(label, {}).update(evaluate_dataset(model, base, dataset))
+            report["retrieval"].setdefault(label, {}).update(evaluate_dataset(model, base, dataset, split=args.split))
             if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
                 report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
     return report
@@ -74,6 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also each model re-ranked by its QuARI (trained with `hystar train-quari`)")
     parser.add_argument("--top-k", type=int, default=1000, help="candidates re-ranked per query")
     parser.add_argument("--quari-dir", type=Path, default=RERANKER_DIR, help="where to look for QuARI checkpoints")
+    parser.add_argument("--quari-blend", type=float, nargs="+", metavar="B",
+                        help="re-rank with blend B (QuARI's share of the score) instead of the checkpoint's; "
+                             "several: one model each")
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="queries of this split (the gallery is always every photo); choose settings on val")
     parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "
                                                          "(repeatable; default: all three)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")
@@ -139,7 +149,9 @@ def _run(args: argparse.Namespace) -> int:
 
 def render_report(report: dict, command: str) -> str:
     retrieval = report["retrieval"]
-    text = (f"Command: `{command}`\n\nHeadline metric per task (change against base):\n\n"
+    split = report.get("split", "test")
+    text = (f"Command: `{command}`\n\nQueries of the {split} split, full gallery. "
+            f"Headline metric per task (change against base):\n\n"
             f"{headline_table(retrieval)}\n\nAll metrics:\n\n{markdown_table(retrieval)}\n")
     dsr = dsr_table(retrieval)
     if dsr:

@@ -120,13 +120,13 @@ class DatasetViews:
         return self._styled[style][[self._photo_row[id(item)] for item in items]]
 
 
-def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES) -> list[Task]:
+def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, split: str = "test") -> list[Task]:
     gallery_instances = {item.instance_id for item in dataset.photos() if item.instance_id}
     tasks = []
     for style in dataset.styles:
         if style == "photo":
             continue
-        queries = dataset.select(style=style, split="test")
+        queries = dataset.select(style=style, split=split)
         paired = bool(queries) and all(q.instance_id in gallery_instances for q in queries)
         if paired:
             tasks.append(Task(dataset.name, style, "instance"))
@@ -134,27 +134,28 @@ def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES) -> 
             tasks.append(Task(dataset.name, style, "category"))
     for style in synthetic:
         tasks.append(Task(dataset.name, style, "instance"))
-    if dataset.text_queries("test"):
+    if dataset.text_queries(split):
         tasks.append(Task(dataset.name, "text", "instance"))
     return tasks
 
 
-def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray) -> dict | None:
+def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray,
+                  split: str = "test") -> dict | None:
+    """Queries of `split` (the test split; "val" to choose settings) against the whole gallery."""
     dataset = views.dataset
     gallery = dataset.photos()
     if task.query_style == "text":
         if not _has_text(encoder):
             return None
-        texts = dataset.text_queries("test")
+        texts = dataset.text_queries(split)
         query_vectors = embed_captions(encoder, [t.text for t in texts])
         query_keys = np.array([t.instance_id for t in texts])
     else:
-        test_photos = dataset.photos("test")
         if task.query_style in SYNTHETIC_STYLES:
-            queries = test_photos
+            queries = dataset.photos(split)
             query_vectors = embed_features(encoder, views.styled_photos(task.query_style, queries))
         else:
-            queries = dataset.select(style=task.query_style, split="test")
+            queries = dataset.select(style=task.query_style, split=split)
             query_vectors = embed_features(encoder, views.originals(queries))
         attribute = "label" if task.level == "category" else "key"
         query_keys = np.array([getattr(q, attribute) for q in queries])
@@ -170,12 +171,13 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
     return metrics
 
 
-def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Task] | None = None) -> dict:
+def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Task] | None = None,
+                     split: str = "test") -> dict:
     views = DatasetViews(base_encoder, dataset)
     gallery_vectors = embed_features(encoder, views.originals(dataset.photos()))
     results = {}
-    for task in tasks or tasks_for(dataset):
-        metrics = evaluate_task(encoder, views, task, gallery_vectors)
+    for task in tasks or tasks_for(dataset, split=split):
+        metrics = evaluate_task(encoder, views, task, gallery_vectors, split)
         if metrics is not None:
             results[task.name] = {**asdict(task), **metrics}
     return results
@@ -266,6 +268,8 @@ def dsr_protocol(query_vectors: np.ndarray, photo_vectors: np.ndarray, seed: int
     """The DSR benchmark protocol, labelled as such: queries in shuffled batches of 24 (query, photo) pairs, each
     query ranked against its batch's 24 photos. Their "R@5" counts the top 4 (as their code does); we add true top 5.
     `photo_vectors[i]` is query i's positive photo."""
+    if len(query_vectors) < batch:
+        return {}  # not one whole batch: the protocol does not apply
     order = np.random.default_rng(seed).permutation(len(query_vectors))
     hits = {1: [], 4: [], 5: []}
     for start in range(0, len(order) - batch + 1, batch):

@@ -60,7 +60,7 @@ class _ViewImages(TorchDataset):
 
 def _set_dir(encoder: Encoder, name: str, views: Sequence[View]) -> Path:
     digest = hashlib.sha1("\n".join(v.key for v in views).encode()).hexdigest()[:10]
-    trunk_id = encoder.name.split(":")[0]
+    trunk_id = getattr(encoder.visual, "trunk_id", None) or encoder.name.split(":")[0]
     return cache_root() / "trunk" / trunk_id / f"{name}-{digest}"
 
 

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-class-labels", action="store_true",
                         help="treat other photos of the query's class as negatives (the reference's setting); by "
                              "default they are left out of the softmax")
+    parser.add_argument("--blend", type=float, default=1.0,
+                        help="weight of QuARI's score at search time; the rest goes to the first-stage cosine "
+                             "(1: QuARI alone, as in the paper); saved with the checkpoint")
     parser.add_argument("--out", type=Path, help="default: assets/quari/<encoder>-<fingerprint>.safetensors")
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
     parser.set_defaults(func=_run)
@@ -75,6 +78,6 @@ def _run(args: argparse.Namespace) -> int:
     save_reranker(result.model, out, encoder.fingerprint, spec,
                   {"queries": len(queries), "gallery": len(gallery), "epochs": args.epochs,
                    "class_labels": not args.no_class_labels, "command": "hystar " + " ".join(args.argv),
-                   "epoch_losses": [round(x, 4) for x in result.epoch_losses]})
+                   "epoch_losses": [round(x, 4) for x in result.epoch_losses]}, blend=args.blend)
     print(json.dumps({"out": str(out), "queries": len(queries), "gallery": len(gallery)}))
     return 0

@@ -314,7 +314,8 @@ class SearchService:
                  uploads: Path | None = None, umap_note: str = ""):
         if (adapter is None) != (adapted is None):
             raise ValueError("an adapted encoder and its gallery space come together")
-        self.encoder, self.base, self.adapter, self.adapted = encoder, base, adapter, adapted
+        self.encoder, self.adapter = encoder, adapter
+        self._galleries = (base, adapted)  # swapped as one: a search never sees a new base beside an old adapted
         self.candidates = candidates
         self._umap = umap
         self._qkv_norms, self._mlp_norms = _singular_value_norms(adapter)
@@ -394,7 +395,7 @@ class SearchService:
             remove_from_gallery(bad, self.uploads)
             umap, note = _umap(self.config, base)
             with self._online_lock:   # sessions hold the old gallery's vectors: they start again on the new one
-                self.base, self.adapted, self._umap, self.umap_note = base, adapted, umap, note
+                self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
                 self._online_galleries.clear()
                 self._anchors, self._anchors_ready = None, False
                 if self.online is not None:
@@ -402,6 +403,14 @@ class SearchService:
             return AddReport(added, skipped, len(base.index))
 
     # -- state --------------------------------------------------------------------------------------
+
+    @property
+    def base(self) -> Space:
+        return self._galleries[0]
+
+    @property
+    def adapted(self) -> Space | None:
+        return self._galleries[1]
 
     @property
     def can_adapt(self) -> bool:
@@ -449,6 +458,7 @@ class SearchService:
         if self.gallery_size == 0:
             raise QueryError(EMPTY_GALLERY)
         k = int(min(max(query.k, 1), MAX_K))
+        base_space, adapted_space = self._galleries
         adapt = query.adapt and self.adapter is not None
         notes = []
         start = time.perf_counter()
@@ -456,10 +466,10 @@ class SearchService:
         embedded = self._embed(query, adapt, tracked)
         timings = {"embed": _ms(start)}
         searched = time.perf_counter()
-        base, reranked = self._search(self.base, embedded.base, k, query.rerank, notes)
+        base, reranked = self._search(base_space, embedded.base, k, query.rerank, notes)
         adapted = None
         if adapt:
-            adapted, also = self._search(self.adapted, embedded.adapted, k, query.rerank, notes)
+            adapted, also = self._search(adapted_space, embedded.adapted, k, query.rerank, notes)
             reranked = reranked or also
         timings["search"] = _ms(searched)
         vectors = {"base": embedded.base} | ({"adapted": embedded.adapted} if adapt else {})

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import Dataset, iter_datasets
-from .encoder.mini import ASSET_DIR, MiniConfig, build_mini, save_mini
+from .encoder.mini import ASSET_DIR, COARSE_CHANNELS, MiniConfig, build_mini, save_mini
 from .features import View, text_features, trunk_features
 
 PROMPT = "a photo of a {}"
@@ -41,6 +41,7 @@ class MiniTrainConfig:
     distill_cos_weight: float = 1.0
     distill_kl_weight: float = 1.0
     caption_weight: float = 0.5
+    instance_weight: float = 0.0  # InfoNCE between two augmented views of each photo (instance discrimination)
     token_drop: float = 0.15
     seed: int = 0
 
@@ -101,11 +102,11 @@ def cosine_schedule(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
-def augment(features: torch.Tensor, token_drop: float, generator: torch.Generator) -> torch.Tensor:
-    """Horizontal flip of the feature grid for half the batch (a flipped photo is still the same photo)."""
+def augment(visual, features: torch.Tensor, token_drop: float, generator: torch.Generator) -> torch.Tensor:
+    """Mirror half the batch (a mirrored photo is still the same photo), then drop whole tokens."""
     flip = torch.rand(features.shape[0], generator=generator) < 0.5
     features = features.clone()
-    features[flip] = features[flip].flip(-1)
+    features[flip] = visual.mirror(features[flip])
     if token_drop > 0:
         keep = (torch.rand(features.shape[0], 1, *features.shape[2:], generator=generator) >= token_drop)
         features = features * keep.to(features.dtype)
@@ -141,7 +142,7 @@ def train_mini(cfg: MiniTrainConfig, out: Path, model_cfg: MiniConfig | None = N
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr * cosine_schedule(step, total, cfg.warmup_steps)
             image = F.normalize(encoder.visual.forward_features(
-                augment(data.features[rows], cfg.token_drop, generator).float()), dim=-1)
+                augment(encoder.visual, data.features[rows], cfg.token_drop, generator).float()), dim=-1)
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
             imagenet = F.normalize(encoder.text.proj(imagenet_text), dim=-1)
             mask = labelled[rows]
@@ -155,13 +156,20 @@ def train_mini(cfg: MiniTrainConfig, out: Path, model_cfg: MiniConfig | None = N
             unique_owner = torch.unique(owners, return_inverse=False)
             pick = torch.stack([pick[owners == o][0] for o in unique_owner])
             cap_img = F.normalize(encoder.visual.forward_features(
-                augment(data.features[unique_owner], 0.0, generator).float()), dim=-1)
+                augment(encoder.visual, data.features[unique_owner], 0.0, generator).float()), dim=-1)
             cap_txt = F.normalize(encoder.text.proj(data.caption_features[pick]), dim=-1)
             logits = cap_img @ cap_txt.T / cfg.temperature
             target_ids = torch.arange(len(unique_owner))
             loss_caption = 0.5 * (F.cross_entropy(logits, target_ids) + F.cross_entropy(logits.T, target_ids))
             loss = (loss_class + cfg.caption_weight * loss_caption + cfg.distill_cos_weight * loss_cos
                     + cfg.distill_kl_weight * loss_kl)
+            if cfg.instance_weight:
+                view = F.normalize(encoder.visual.forward_features(
+                    augment(encoder.visual, data.features[rows], cfg.token_drop, generator).float()), dim=-1)
+                logits = image @ view.T / cfg.temperature
+                ids = torch.arange(len(rows))
+                symmetric = F.cross_entropy(logits, ids) + F.cross_entropy(logits.T, ids)
+                loss = loss + cfg.instance_weight * 0.5 * symmetric
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)
@@ -183,12 +191,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=ASSET_DIR, help="folder for config.json + weights.safetensors")
     parser.add_argument("--epochs", type=int, default=MiniTrainConfig.epochs)
     parser.add_argument("--seed", type=int, default=MiniTrainConfig.seed)
+    parser.add_argument("--fine-scale", type=float, default=MiniConfig.fine_scale,
+                        help="factor on the stride-16 cells of each token (an ablation; 1: unscaled)")
+    parser.add_argument("--instance-weight", type=float, default=MiniTrainConfig.instance_weight,
+                        help="weight of instance discrimination between two augmented views of each photo")
+    parser.add_argument("--coarse-only", action="store_true",
+                        help="stride-32 tokens alone (7x7x320), the earlier design (an ablation)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    summary = train_mini(MiniTrainConfig(epochs=args.epochs, seed=args.seed), args.out)
+    model_cfg = (MiniConfig(trunk_channels=COARSE_CHANNELS, fine_tokens=False) if args.coarse_only
+                 else MiniConfig(fine_scale=args.fine_scale))
+    train_cfg = MiniTrainConfig(epochs=args.epochs, seed=args.seed, instance_weight=args.instance_weight)
+    summary = train_mini(train_cfg, args.out, model_cfg)
     print(json.dumps({k: summary[k] for k in ("train_photos", "captions", "seen_classes", "seconds")}))
     return 0
 

@@ -167,6 +167,23 @@ def test_a_sketch_on_the_canvas_is_searched_in_both_spaces_and_explained(service
 
 
 @needs_data
+def test_a_search_keeps_one_generation_of_both_galleries_while_they_are_swapped(service, monkeypatch):
+    """Adding photos swaps the base and adapted galleries as one; a search already under way sees the old pair."""
+    old = service._galleries
+    monkeypatch.setattr(service, "_galleries", old)  # restored after the test
+    embed, search, searched = service._embed, service._search, []
+
+    def embed_then_swap(*args):
+        service._galleries = (object(), object())  # what a concurrent add_photos would put in place
+        return embed(*args)
+
+    monkeypatch.setattr(service, "_embed", embed_then_swap)
+    monkeypatch.setattr(service, "_search", lambda space, *args: searched.append(space) or search(space, *args))
+    service.search(Query(text="a dog"), place=False)
+    assert searched == [old[0], old[1]]
+
+
+@needs_data
 def test_the_adapted_side_searches_the_gallery_embedded_by_the_adapter(service, test_adapter):
     base, adapted = service.base.index, service.adapted.index
     assert base.identity.adapter_fingerprint is None

@@ -115,3 +115,21 @@ def test_a_user_given_gallery_folder_is_never_written_to(tmp_path, mini_spec):
     with pytest.raises(QueryError, match="only to the app's own upload gallery"):
         service.add_photos([write_image(tmp_path / "b.png", 2)])
     assert [p.name for p in folder.iterdir()] == ["a.png"]
+
+
+def load_app_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hystar_app_main", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_upload_caps_are_set_from_the_command_line():
+    app = load_app_module()
+    config = app.service_config(app.parse_args(["--max-upload-files", "20", "--max-upload-mb", "1.5"]))
+    assert config.upload_limits == UploadLimits(max_files=20, max_bytes=int(1.5 * 2**20))
+    assert app.service_config(app.parse_args([])).upload_limits == UploadLimits()
+    with pytest.raises(ValueError, match="must be positive"):
+        app.service_config(app.parse_args(["--max-upload-files", "0"]))

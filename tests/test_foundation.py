@@ -221,3 +221,35 @@ def test_committed_hystar_mini_tells_a_photo_of_a_giraffe_from_other_classes():
     text = embed_texts(mini, [f"a photo of a {c}" for c in classes])
     predictions = [classes[int(np.argmax(text @ embed_image(mini, p.path)))] for p in giraffes]
     assert predictions.count("giraffe") >= 4
+
+
+def test_hystar_mini_tokens_join_the_stride16_map_beneath_each_stride32_token():
+    mini = load_encoder("hystar-mini")
+    effnet = mini.visual.effnet
+    pixels = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        features = mini.visual.trunk(pixels)
+        fine = effnet.blocks[:5](effnet.bn1(effnet.conv_stem(pixels)))
+        coarse = effnet.blocks(effnet.bn1(effnet.conv_stem(pixels)))
+    assert features.shape == (2, 4 * 112 + 320, 7, 7)
+    torch.testing.assert_close(features[:, -320:], coarse)
+    for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):  # token (3, 5) holds the stride-16 cells (6..7, 10..11)
+        torch.testing.assert_close(features[:, 2 * dy + dx:448:4, 3, 5], fine[:, :, 6 + dy, 10 + dx])
+
+
+def test_mirrored_features_flip_the_fine_cells_too():
+    mini = load_encoder("hystar-mini")
+    fine, coarse = torch.randn(3, 112, 14, 14), torch.randn(3, 320, 7, 7)
+    joined = torch.cat([torch.nn.functional.pixel_unshuffle(fine, 2), coarse], 1)
+    expected = torch.cat([torch.nn.functional.pixel_unshuffle(fine.flip(-1), 2), coarse.flip(-1)], 1)
+    torch.testing.assert_close(mini.visual.mirror(joined), expected)
+    torch.testing.assert_close(mini.visual.mirror(mini.visual.mirror(joined)), joined)
+    assert mini.visual.mirror(joined[:0]).shape == (0, 768, 7, 7)
+
+
+def test_mini_config_refuses_a_channel_count_the_trunk_does_not_give():
+    from hystar.encoder.mini import MiniConfig
+
+    with pytest.raises(ValueError, match="trunk gives 768"):
+        MiniConfig(trunk_channels=320)
+    assert MiniConfig(trunk_channels=320, fine_tokens=False).trunk_channels == 320

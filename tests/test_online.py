@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import tiny_encoder
 
 from hystar.adapters import AdapterConfig, HystarAdapter, HystarEncoder
-from hystar.encoder.mini import build_mini
+from hystar.encoder.mini import MiniConfig, build_mini
 from hystar.online import OnlineConfig, OnlineSession, decouple, private_shell, session_parameter_names
 
 # Adapt from the first batch, on every query, with steps large enough to see.
@@ -34,8 +34,9 @@ def adapted(mini):
 
 
 def features(seed: int, count: int = 6) -> torch.Tensor:
-    """Trunk-shaped inputs (EfficientNet-Lite0: 320 x 7 x 7)."""
-    return torch.randn(count, 320, 7, 7, generator=torch.Generator().manual_seed(seed)).abs()
+    """Trunk-shaped inputs (hystar-mini: trunk_channels x 7 x 7)."""
+    shape = (count, MiniConfig().trunk_channels, MiniConfig().grid, MiniConfig().grid)
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed)).abs()
 
 
 def gallery_of(encoder, count: int = 40) -> torch.Tensor:

@@ -120,6 +120,37 @@ def test_cosine_similarity_divides_by_the_norm_of_the_transformed_candidate(rng)
                                rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("similarity", ["dot", "cosine"])
+def test_a_blend_mixes_quari_score_with_the_first_stage_cosine(similarity, rng):
+    torch.manual_seed(0)
+    model = QuARI(QuARIConfig(**{**TINY.__dict__, "similarity": similarity}))
+    pure, half, plain = (Reranker(model, "fp", blend=b) for b in (1.0, 0.5, 0.0))
+    q, candidates = unit(rng.standard_normal(TINY.dim)), unit(rng.standard_normal((9, TINY.dim)))
+    np.testing.assert_allclose(plain.rerank(q, candidates), candidates @ q, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(half.rerank(q, candidates), 0.5 * pure.rerank(q, candidates) + 0.5 * candidates @ q,
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(half.score_gallery(q, candidates, block_rows=4), half.rerank(q, candidates),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_a_blended_full_search_of_a_float16_gallery_returns_its_exact_top_k(rng):
+    torch.manual_seed(0)
+    blended = Reranker(QuARI(TINY), "fp", blend=0.3)
+    gallery = unit(rng.standard_normal((200, TINY.dim))).astype(np.float16)
+    q = unit(rng.standard_normal(TINY.dim))
+    exact = blended.score_gallery(q, gallery)
+    indices, _ = blended.search(q, gallery, k=10)
+    np.testing.assert_array_equal(indices, np.argsort(-exact, kind="stable")[:10])
+
+
+def test_the_blend_is_saved_with_the_checkpoint_and_must_lie_in_0_1(reranker, tmp_path):
+    path = save_reranker(reranker.model, tmp_path / "quari.safetensors", "fp-tiny", "tiny", blend=0.4)
+    assert load_reranker(path).blend == 0.4
+    assert load_reranker(save_reranker(reranker.model, tmp_path / "paper.safetensors", "fp-tiny")).blend == 1.0
+    with pytest.raises(ValueError, match="blend must lie in"):
+        Reranker(reranker.model, "fp", blend=1.5)
+
+
 def test_score_gallery_streams_a_float16_memmap_in_blocks(reranker, rng, tmp_path):
     np.save(tmp_path / "g.npy", unit(rng.standard_normal((50, TINY.dim))).astype(np.float16))
     gallery = np.load(tmp_path / "g.npy", mmap_mode="r")

