@@ -2,11 +2,12 @@
 
 The same trainable head (linear to width 256, class token, 4 open_clip blocks, projection; fresh weights, seed 0) is
 trained on Sketchy train pairs (real sketch → its photo, mosaic of a photo → the photo; InfoNCE) from three token
-sources of the one frozen EfficientNet-Lite0 trunk, all read from hystar-mini's feature cache:
+sources of the one frozen EfficientNet-Lite0 trunk, all read from the joined-token feature cache:
 
-- s32:     the stride-32 map, 7x7 tokens of 320
+- s32:     the stride-32 map, 7x7 tokens of 320 (hystar-mini's tokens)
 - s16:     the stride-16 map, 14x14 tokens of 112 (four times the tokens, about four times the cost)
-- s16+s32: hystar-mini's tokens, 7x7 of 768: each stride-32 token joined to the 2x2 stride-16 cells beneath it
+- s16+s32: 7x7 tokens of 768, each stride-32 token joined to the 2x2 stride-16 cells beneath it
+  (`hystar train-mini --fine-tokens`)
 
 and scored on Sketchy test queries against the full gallery (3,125 photos). Run: `python bench/ablate_tokens.py`.
 """
@@ -24,8 +25,7 @@ from open_clip.transformer import LayerNorm, ResidualAttentionBlock
 from torch import nn
 
 from hystar.data import load_dataset
-from hystar.encoder import load_encoder
-from hystar.encoder.mini import COARSE_CHANNELS
+from hystar.encoder.mini import COARSE_CHANNELS, build_mini, joined_tokens_config
 from hystar.features import View, trunk_features
 from hystar.losses import info_nce
 from hystar.metrics import relevance, retrieval_metrics
@@ -35,7 +35,7 @@ SOURCES = ("s32", "s16", "s16+s32")
 
 
 def tokens_of(features: torch.Tensor, source: str) -> torch.Tensor:
-    """hystar-mini's cached features (N, 768, 7, 7) → the chosen token source, float16."""
+    """Joined-token features (N, 768, 7, 7) → the chosen token source, float16."""
     if source == "s32":
         return features[:, -COARSE_CHANNELS:]
     if source == "s16":
@@ -67,7 +67,7 @@ def embed(head: Head, features: torch.Tensor) -> np.ndarray:
 
 
 def run(source: str, epochs: int, batch: int = 48, lr: float = 3e-4) -> dict:
-    encoder = load_encoder("hystar-mini")
+    encoder = build_mini(joined_tokens_config())  # its trunk (frozen, pretrained) is all that is used
     sketchy = load_dataset("sketchy")
     photos = sketchy.photos()
     row_of = {p.key: k for k, p in enumerate(photos)}

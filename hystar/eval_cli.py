@@ -45,8 +45,8 @@ def models_to_compare(args: argparse.Namespace):
     return base, models
 
 
+@torch.no_grad()
 def run_eval(args: argparse.Namespace) -> dict:
-    torch.set_grad_enabled(False)
     base, models = models_to_compare(args)
     report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {}}
     for name in args.data:
@@ -102,8 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run)
 
 
+@torch.enable_grad()
 def run_online(args: argparse.Namespace) -> int:
-    torch.set_grad_enabled(True)
     args.rerank, args.baseline = "none", "none"
     base, models = models_to_compare(args)
     segments = [s.strip() for s in args.stream.split(",") if s.strip()]
@@ -116,8 +116,8 @@ def run_online(args: argparse.Namespace) -> int:
             model_cfg = OnlineConfig(**{**asdict(cfg), "params": "ln"})
         else:
             model_cfg = cfg
-        results[label] = evaluate_stream(model, base, model_cfg, data, segments, args.online_batch)
-    text = (f"Command: `hystar {' '.join(args.argv)}`\n\nStream: {' then '.join(segments)} (test split); later "
+        results[label] = evaluate_stream(model, base, model_cfg, data, segments, args.online_batch, split=args.split)
+    text = (f"Command: `hystar {' '.join(args.argv)}`\n\nStream: {' then '.join(segments)} ({args.split} split); later "
             f"stream = its second half.\n\n{stream_table(results)}\n\n{segment_table(results)}\n")
     print(text)
     if args.out:

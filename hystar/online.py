@@ -319,8 +319,8 @@ class StreamQueries:
     segment: list[str]       # "pacs:mosaic" per query
 
 
-def stream_queries(views, segments: Sequence[str], seed: int = 0) -> StreamQueries:
-    """Test-split queries of each `dataset:style` segment, shuffled within the segment, segments in order.
+def stream_queries(views, segments: Sequence[str], seed: int = 0, split: str = "test") -> StreamQueries:
+    """`split` queries of each `dataset:style` segment, shuffled within the segment, segments in order.
 
     Synthetic styles (mosaic, art, pencil) of test photos are instance-level; real styles are category-level.
     """
@@ -335,13 +335,13 @@ def stream_queries(views, segments: Sequence[str], seed: int = 0) -> StreamQueri
         if name != dataset.name:
             raise ValueError(f"stream segment {segment!r} is not of dataset {dataset.name!r}")
         if style in SYNTHETIC_STYLES:
-            queries = dataset.photos("test")
+            queries = dataset.photos(split)
             part, attribute = views.styled_photos(style, queries), "key"
         else:
-            queries = dataset.select(style=style, split="test")
+            queries = dataset.select(style=style, split=split)
             part, attribute = views.originals(queries), "label"
         if not queries:
-            raise ValueError(f"stream segment {segment!r} has no test queries")
+            raise ValueError(f"stream segment {segment!r} has no {split} queries")
         order = rng.permutation(len(queries))
         features.append(part[order])
         keys = np.array([getattr(queries[i], attribute) for i in order])
@@ -370,8 +370,9 @@ def leave_one_out_photo_metrics(vectors: np.ndarray, gallery: np.ndarray, rows: 
 
 def evaluate_stream(encoder, base_encoder, cfg: OnlineConfig | None = None, data: str = "pacs",
                     segments: Sequence[str] = DEFAULT_STREAM, batch_size: int = 16, anchors: int = 32,
-                    text_data: str | None = "coco_mini", seed: int = 0) -> dict:
-    """A stream of test queries through a session vs the static encoder, then photo and text quality before/after.
+                    text_data: str | None = "coco_mini", seed: int = 0, split: str = "test") -> dict:
+    """A stream of `split` queries through a session vs the static encoder, then photo and text quality before/after
+    (photos and captions of `split` too; "val" to choose settings).
 
     - stream: R@1 / mAP on the later half of the stream, adapted (each batch embedded before its own update, as
       its search would be) vs no adaptation; and per segment;
@@ -394,7 +395,7 @@ def evaluate_stream(encoder, base_encoder, cfg: OnlineConfig | None = None, data
     train_rows = [k for k, g in enumerate(gallery_items) if g.split == "train"]
     pick = np.random.default_rng(seed).choice(train_rows, size=min(anchors, len(train_rows)), replace=False)
     session = OnlineSession(encoder, gallery, cfg, anchor_features=gallery_features[np.sort(pick)])
-    stream = stream_queries(views, segments, seed)
+    stream = stream_queries(views, segments, seed, split)
 
     static = embed_features(encoder, stream.features)
     online, reliable, adapted, conflicts = [], 0, 0, 0
@@ -418,7 +419,7 @@ def evaluate_stream(encoder, base_encoder, cfg: OnlineConfig | None = None, data
         result["segment"][segment] = {"static": _metrics(static[rows], gallery, stream.relevant[rows]),
                                       "online": _metrics(online[rows], gallery, stream.relevant[rows])}
 
-    photo_rows = np.array([k for k, g in enumerate(gallery_items) if g.split == "test"])
+    photo_rows = np.array([k for k, g in enumerate(gallery_items) if g.split == split])
     labels = np.array([g.label or g.key for g in gallery_items])
     photo_features = gallery_features[photo_rows]
     after_photos = torch.cat([session.embed(photo_features[i:i + 256].float())
@@ -428,7 +429,7 @@ def evaluate_stream(encoder, base_encoder, cfg: OnlineConfig | None = None, data
                        "drift": float(1 - (after_photos * gallery[photo_rows]).sum(1).mean())}
     if text_data and hasattr(encoder, "encode_text"):
         text_set = load_dataset(text_data)
-        texts = text_set.text_queries("test")
+        texts = text_set.text_queries(split)
         text_views = DatasetViews(base_encoder, text_set)
         photos = text_set.photos()
         photo_features = text_views.originals(photos)

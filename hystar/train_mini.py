@@ -14,7 +14,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .data import Dataset, iter_datasets
-from .encoder.mini import ASSET_DIR, COARSE_CHANNELS, MiniConfig, build_mini, save_mini
+from .encoder.mini import ASSET_DIR, MiniConfig, build_mini, joined_tokens_config, save_mini
 from .features import View, text_features, trunk_features
 
 PROMPT = "a photo of a {}"
@@ -191,19 +191,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=ASSET_DIR, help="folder for config.json + weights.safetensors")
     parser.add_argument("--epochs", type=int, default=MiniTrainConfig.epochs)
     parser.add_argument("--seed", type=int, default=MiniTrainConfig.seed)
-    parser.add_argument("--fine-scale", type=float, default=MiniConfig.fine_scale,
-                        help="factor on the stride-16 cells of each token (an ablation; 1: unscaled)")
     parser.add_argument("--instance-weight", type=float, default=MiniTrainConfig.instance_weight,
                         help="weight of instance discrimination between two augmented views of each photo")
-    parser.add_argument("--coarse-only", action="store_true",
-                        help="stride-32 tokens alone (7x7x320), the earlier design (an ablation)")
+    parser.add_argument("--fine-tokens", action="store_true",
+                        help="join the 2x2 stride-16 cells beneath each stride-32 token (7x7x768; an ablation)")
+    parser.add_argument("--fine-scale", type=float, default=MiniConfig.fine_scale,
+                        help="with --fine-tokens: factor on the stride-16 cells (1: unscaled)")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    model_cfg = (MiniConfig(trunk_channels=COARSE_CHANNELS, fine_tokens=False) if args.coarse_only
-                 else MiniConfig(fine_scale=args.fine_scale))
+    model_cfg = replace(joined_tokens_config(), fine_scale=args.fine_scale) if args.fine_tokens else MiniConfig()
     train_cfg = MiniTrainConfig(epochs=args.epochs, seed=args.seed, instance_weight=args.instance_weight)
     summary = train_mini(train_cfg, args.out, model_cfg)
     print(json.dumps({k: summary[k] for k in ("train_photos", "captions", "seen_classes", "seconds")}))

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from hystar.cli import main
@@ -90,6 +91,7 @@ def test_eval_on_any_folder_scores_each_query_style_against_the_full_gallery(fol
     monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"
     assert main(["eval", "--data", str(folder), "--split", split, "--out", str(out)]) == 0
+    assert torch.is_grad_enabled()  # in-process callers (the tests, a notebook) keep their autograd state
     report = json.loads(out.with_suffix(".json").read_text())
     tasks = report["retrieval"]["base"]
     name = folder.name

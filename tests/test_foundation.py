@@ -223,8 +223,10 @@ def test_committed_hystar_mini_tells_a_photo_of_a_giraffe_from_other_classes():
     assert predictions.count("giraffe") >= 4
 
 
-def test_hystar_mini_tokens_join_the_stride16_map_beneath_each_stride32_token():
-    mini = load_encoder("hystar-mini")
+def test_joined_tokens_put_the_stride16_cells_beneath_each_stride32_token_beside_it():
+    from hystar.encoder.mini import build_mini, joined_tokens_config
+
+    mini = build_mini(joined_tokens_config())
     effnet = mini.visual.effnet
     pixels = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
@@ -238,7 +240,9 @@ def test_hystar_mini_tokens_join_the_stride16_map_beneath_each_stride32_token():
 
 
 def test_mirrored_features_flip_the_fine_cells_too():
-    mini = load_encoder("hystar-mini")
+    from hystar.encoder.mini import build_mini, joined_tokens_config
+
+    mini = build_mini(joined_tokens_config())
     fine, coarse = torch.randn(3, 112, 14, 14), torch.randn(3, 320, 7, 7)
     joined = torch.cat([torch.nn.functional.pixel_unshuffle(fine, 2), coarse], 1)
     expected = torch.cat([torch.nn.functional.pixel_unshuffle(fine.flip(-1), 2), coarse.flip(-1)], 1)
@@ -251,5 +255,6 @@ def test_mini_config_refuses_a_channel_count_the_trunk_does_not_give():
     from hystar.encoder.mini import MiniConfig
 
     with pytest.raises(ValueError, match="trunk gives 768"):
-        MiniConfig(trunk_channels=320)
-    assert MiniConfig(trunk_channels=320, fine_tokens=False).trunk_channels == 320
+        MiniConfig(trunk_channels=320, fine_tokens=True)
+    assert MiniConfig().trunk_channels == 320  # the shipped model: stride-32 tokens
+    assert load_encoder("hystar-mini").visual.trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 320, 7, 7)

