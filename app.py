@@ -52,8 +52,6 @@ def adapter_path(args: argparse.Namespace) -> Path | None:
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
-    if args.max_upload_files < 1 or args.max_upload_mb <= 0:
-        raise ValueError("--max-upload-files and --max-upload-mb must be positive")
     limits = UploadLimits(max_files=args.max_upload_files, max_bytes=int(args.max_upload_mb * 2**20))
     return ServiceConfig(encoder=args.encoder, adapter=adapter_path(args), gallery=args.gallery,
                          index_root=args.index_root, device=args.device,

@@ -25,7 +25,7 @@ def models_to_compare(args: argparse.Namespace):
         label = label or Path(path).stem
         models[label] = HystarEncoder(base, load_adapter(base, path), file_fingerprint(Path(path))).eval()
     if args.rerank == "quari":
-        from .rerank import NoRerankerError, Reranker, load_default_reranker
+        from .rerank import NoRerankerError, load_default_reranker
 
         for label, model in list(models.items()):
             try:
@@ -36,8 +36,7 @@ def models_to_compare(args: argparse.Namespace):
             if not args.quari_blend:
                 models[f"{label}+quari"] = Reranked(model, reranker, args.top_k)
             for blend in args.quari_blend or []:
-                reblended = Reranker(reranker.model, reranker.encoder_fingerprint, reranker.encoder_spec, blend=blend)
-                models[f"{label}+quari@{blend:g}"] = Reranked(model, reblended, args.top_k)
+                models[f"{label}+quari@{blend:g}"] = Reranked(model, reranker.with_blend(blend), args.top_k)
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
             raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")

@@ -132,6 +132,10 @@ class UploadLimits:
     max_files: int = 500                   # images per upload, zip members included
     max_bytes: int = 200 * 1024 * 1024     # their total size (uncompressed)
 
+    def __post_init__(self) -> None:
+        if self.max_files < 1 or self.max_bytes < 1:
+            raise ValueError(f"upload caps must be positive: {self.max_files} files, {self.max_bytes} bytes")
+
 
 class UploadLimitError(ValueError):
     """An upload over `UploadLimits`; the message is one line for the user. Nothing was copied."""

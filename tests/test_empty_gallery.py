@@ -133,3 +133,5 @@ def test_upload_caps_are_set_from_the_command_line():
     assert app.service_config(app.parse_args([])).upload_limits == UploadLimits()
     with pytest.raises(ValueError, match="must be positive"):
         app.service_config(app.parse_args(["--max-upload-files", "0"]))
+    with pytest.raises(ValueError, match="must be positive"):
+        UploadLimits(max_bytes=0)

@@ -149,6 +149,8 @@ def test_the_blend_is_saved_with_the_checkpoint_and_must_lie_in_0_1(reranker, tm
     assert load_reranker(save_reranker(reranker.model, tmp_path / "paper.safetensors", "fp-tiny")).blend == 1.0
     with pytest.raises(ValueError, match="blend must lie in"):
         Reranker(reranker.model, "fp", blend=1.5)
+    reblended = reranker.with_blend(0.3)
+    assert reblended.blend == 0.3 and reblended.model is reranker.model and reranker.blend == 1.0
 
 
 def test_score_gallery_streams_a_float16_memmap_in_blocks(reranker, rng, tmp_path):

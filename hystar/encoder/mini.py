@@ -26,6 +26,7 @@ from .base import Encoder, TextTower, VisionTower
 ASSET_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "hystar-mini"
 TRUNK_MEAN = TRUNK_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's TF preprocessing: (x - 127) / 128
 COARSE_CHANNELS, FINE_CHANNELS = 320, 112   # EfficientNet-Lite0 stride-32 and stride-16 stages
+JOINED_CHANNELS = COARSE_CHANNELS + 4 * FINE_CHANNELS  # a stride-32 token with the 2x2 stride-16 cells beneath it
 FINE_STAGE = 5                              # blocks[:5] end at stride 16
 
 
@@ -44,7 +45,7 @@ class MiniConfig:
     fine_scale: float = 0.25   # the stride-16 activations are ~2.6x the stride-32 ones: scaled, they do not dominate
 
     def __post_init__(self) -> None:
-        expected = COARSE_CHANNELS + (4 * FINE_CHANNELS if self.fine_tokens else 0)
+        expected = JOINED_CHANNELS if self.fine_tokens else COARSE_CHANNELS
         if self.trunk_channels != expected:
             raise ValueError(f"hystar-mini config: trunk_channels is {self.trunk_channels}, but the trunk gives "
                              f"{expected} with fine_tokens={self.fine_tokens}")
@@ -225,4 +226,4 @@ def save_mini(encoder: Encoder, folder: Path | str, cfg: MiniConfig | None = Non
 
 def joined_tokens_config() -> MiniConfig:
     """hystar-mini with the stride-16 cells joined to each stride-32 token (7x7x768): the token ablation's model."""
-    return MiniConfig(trunk_channels=COARSE_CHANNELS + 4 * FINE_CHANNELS, fine_tokens=True)
+    return MiniConfig(trunk_channels=JOINED_CHANNELS, fine_tokens=True)

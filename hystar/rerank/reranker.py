@@ -83,6 +83,10 @@ class Reranker:
         self.alpha = self.cfg.alpha if alpha is None else alpha  # another α: an ablation, no retraining
         self.blend = blend  # 1: QuARI's score alone (the paper); below 1, part of the first-stage cosine is kept
 
+    def with_blend(self, blend: float) -> Reranker:
+        """The same trained QuARI scoring with another blend (an ablation; no retraining)."""
+        return Reranker(self.model, self.encoder_fingerprint, self.encoder_spec, self.alpha, blend)
+
     @torch.inference_mode()
     def adapt(self, query_vecs: np.ndarray) -> Adaptation:
         """Run the hypernetwork on (b, d) or (d,) queries."""
