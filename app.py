@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from hystar.encoder import DEFAULT_ENCODER
-from hystar.gallery import GALLERY_INDEX_ROOT, GalleryNotFoundError, UploadLimits
+from hystar.gallery import GalleryNotFoundError, UploadLimits
+from hystar.paths import GALLERY_INDEX_ROOT
 from hystar.service import SearchService, ServiceConfig, default_adapter
 from hystar.ui import UiConfig, build_app, launch
 from hystar.views import UmapConfig

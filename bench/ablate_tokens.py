@@ -26,10 +26,9 @@ from torch import nn
 
 from hystar.data import load_dataset
 from hystar.encoder.mini import COARSE_CHANNELS, build_mini, joined_tokens_config
-from hystar.features import View, trunk_features
-from hystar.losses import info_nce
-from hystar.metrics import relevance, retrieval_metrics
-from hystar.train_mini import dataset_features
+from hystar.eval.metrics import relevance, retrieval_metrics
+from hystar.features import View, dataset_features, trunk_features
+from hystar.train.losses import info_nce
 
 SOURCES = ("s32", "s16", "s16+s32")
 

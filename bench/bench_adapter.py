@@ -15,8 +15,9 @@ from pathlib import Path
 
 import torch
 
-from hystar.adapters import HystarAdapter, HystarEncoder, load_adapted
+from hystar.adapt import HystarAdapter, HystarEncoder
 from hystar.encoder import load_encoder
+from hystar.encoder.search import load_search_encoder
 
 DEFAULT_ADAPTER = Path(__file__).resolve().parent.parent / "assets" / "hystar-mini-adapter.safetensors"
 
@@ -36,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.adapter.is_file():
-        adapted = load_adapted(args.encoder, args.adapter)
+        adapted = load_search_encoder(args.encoder, args.adapter, shared=False)
         base, source = adapted.base, str(args.adapter)
     else:
         base = load_encoder(args.encoder)

@@ -30,7 +30,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hystar.adapters import HystarAdapter, HystarEncoder, load_adapter  # noqa: E402
+from hystar.adapt import HystarAdapter, HystarEncoder, load_adapter  # noqa: E402
 from hystar.encoder import shared_encoder  # noqa: E402
 from hystar.index import Entry, GalleryIndex, IndexMeta, KindConfig, build_faiss  # noqa: E402
 from hystar.rerank import NoRerankerError, QuARI, QuARIConfig, Reranker, load_default_reranker  # noqa: E402

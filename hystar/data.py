@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from .paths import DEFAULT_DATA
+
 DATA_ENV = "HYSTAR_DATA"
 DATASETS = ("pacs", "sketchy", "coco_mini")
 SPLITS = ("train", "val", "test")
@@ -27,13 +29,19 @@ UNSEEN_CLASS_COUNT = {"sketchy": 20}
 MANIFEST_COLUMNS = ("path", "style", "class", "instance_id", "role")
 
 
+PROMPT = "a photo of a {}"           # a class as text (zero-shot classification, training prompts)
+
+
+def class_name(label: str) -> str:
+    return label.replace("_", " ").strip().lower()
+
+
 class DataNotFoundError(FileNotFoundError):
     """The data folder or a manifest is missing; the message is one line naming HYSTAR_DATA."""
 
 
 def data_root() -> Path:
-    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return Path(os.environ.get(DATA_ENV) or default).expanduser()
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA).expanduser()
 
 
 def unit_hash(key: str) -> float:

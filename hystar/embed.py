@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,3 +75,75 @@ def embed_texts(encoder: Encoder, texts: Iterable[str], batch_size: int = 256) -
     out = [encoder.encode_text(encoder.tokenize(chunk)).float().cpu().numpy()
            for _, chunk in _batches(texts, batch_size)]
     return np.concatenate(out) if out else np.zeros((0, encoder.embed_dim), np.float32)
+
+
+@torch.no_grad()
+def embed_features(encoder: Any, features: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Cached trunk features (N, ...) to normalised vectors, through `encoder.encode_features`."""
+    return torch.cat([encoder.encode_features(features[i:i + batch_size].float())
+                      for i in range(0, len(features), batch_size)]).float().numpy()
+
+
+class _Prefetcher:
+    """Decodes and preprocesses the images of a list, in order, in a background thread, so that this work
+    overlaps the encoder's forward pass."""
+
+    def __init__(self, paths: Sequence[Path], preprocess: Callable[[Image.Image], Any], ahead: int):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, ahead))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(list(paths), preprocess), daemon=True)
+        self._thread.start()
+
+    def _run(self, paths: list[Path], preprocess: Callable[[Image.Image], Any]) -> None:
+        for path in paths:
+            try:
+                item = preprocess(open_image(path))
+            except Exception as error:  # handed over in order; embed_images reports or raises it
+                item = error
+            while not self._stop.is_set():
+                try:
+                    self._queue.put((path, item), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if self._stop.is_set():
+                return
+
+    def __call__(self, path: Path) -> Any:
+        expected, item = self._queue.get()
+        if expected != path:
+            raise RuntimeError(f"prefetcher out of order: asked for {path}, decoded {expected}")
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _Preprocessed:
+    """The encoder as `embed_images` sees it when the prefetcher has already run its preprocessing."""
+
+    def __init__(self, encoder: Encoder):
+        self._encoder = encoder
+
+    @staticmethod
+    def preprocess(pixels: Any) -> Any:
+        return pixels
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._encoder, name)
+
+
+def embed_files(encoder: Encoder, paths: Sequence[Path], batch_size: int, prefetch: int,
+                on_batch: Callable[[ImageBatchResult], None] | None = None) -> ImageBatchResult:
+    """`embed_images` over files; with `prefetch` > 0, images are decoded and preprocessed in a thread."""
+    if prefetch <= 0:
+        return embed_images(encoder, paths, batch_size, progress=False, on_batch=on_batch)
+    loader = _Prefetcher(paths, encoder.preprocess, prefetch)
+    try:
+        return embed_images(_Preprocessed(encoder), paths, batch_size, progress=False,  # type: ignore[arg-type]
+                            loader=loader, on_batch=on_batch)
+    finally:
+        loader.close()

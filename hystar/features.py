@@ -19,18 +19,19 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
-from .data import Item
+from .data import Dataset, Item
 from .encoder import Encoder
 from .images import open_image
-from .styles import synthesize
+from .io import atomic_open
+from .paths import DEFAULT_CACHE
+from .synthetic import synthesize
 
 CACHE_ENV = "HYSTAR_CACHE"
 CHUNK = 512
 
 
 def cache_root() -> Path:
-    default = Path(__file__).resolve().parent.parent / ".cache"
-    return Path(os.environ.get(CACHE_ENV) or default).expanduser()
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
 
 
 @dataclass(frozen=True)
@@ -83,16 +84,14 @@ def trunk_features(encoder: Encoder, views: Sequence[View], name: str, batch_siz
             loader = DataLoader(_ViewImages(subset, encoder.preprocess), batch_size=batch_size,
                                 num_workers=workers)
             outputs = [encoder.visual.trunk(batch.to(encoder.device)).half().cpu() for batch in loader]
-            tmp = part.with_suffix(".tmp.npy")
-            np.save(tmp, torch.cat(outputs).numpy())
-            os.replace(tmp, part)
+            with atomic_open(part) as handle:
+                np.save(handle, torch.cat(outputs).numpy())
         chunks.append(np.load(part))
         progress.update(len(subset))
     progress.close()
     features = np.concatenate(chunks)
-    tmp = folder / "features.tmp.npy"
-    np.save(tmp, features)
-    os.replace(tmp, final)
+    with atomic_open(final) as handle:
+        np.save(handle, features)
     for part in folder.glob("part*.npy"):
         part.unlink()
     return torch.from_numpy(features)
@@ -105,3 +104,8 @@ def text_features(encoder: Encoder, texts: Sequence[str], batch_size: int = 256)
     for start in range(0, len(texts), batch_size):
         out.append(encoder.text.features(encoder.tokenize(texts[start:start + batch_size])))
     return torch.cat(out) if out else torch.empty(0, encoder.text.proj.in_features)
+
+
+def dataset_features(encoder, dataset: Dataset) -> torch.Tensor:
+    """Trunk features of every item of `dataset`, in manifest order (shared by training and evaluation)."""
+    return trunk_features(encoder, [View(item) for item in dataset.items], f"{dataset.name}-all")

@@ -33,8 +33,9 @@ from .index import (
     build_index,
     open_search_encoder,
 )
+from .io import atomic_write_bytes
+from .paths import GALLERY_INDEX_ROOT
 
-GALLERY_INDEX_ROOT = Path(__file__).resolve().parent.parent / "gallery" / "index"
 UPLOADS = "uploads"                     # the app-owned gallery folder under the index root
 
 
@@ -210,9 +211,7 @@ def copy_uploads(uploads: Iterable[str | os.PathLike], gallery_dir: str | os.Pat
                 continue
             target = folder / f"{hashlib.sha1(data).hexdigest()[:12]}-{_safe_name(name.rsplit(':', 1)[-1])}"
             if not target.is_file():
-                tmp = target.with_name(f".{target.name}.tmp")
-                tmp.write_bytes(data)
-                os.replace(tmp, target)
+                atomic_write_bytes(target, data)
             copied.files[target] = name
     finally:
         for archive in archives:

@@ -13,6 +13,10 @@ a few query-side parameters; the shared encoders and the gallery indexes are nev
 parts are unaffected. Sessions are kept for at most `OnlineServiceConfig.max_users` users, least recently used
 dropped first.
 
+Its parts live beside it: `hystar.spaces` (the base and adapted sides), `hystar.online.users` (the per-user session
+registry), `hystar.shifts` (ΔS summaries), `hystar.umap_job` (the UMAP view's lifecycle), `hystar.uploads` (adding
+photos to the app-owned gallery).
+
 After construction the service is read-only (encoders in eval mode, memory-mapped indexes, a fitted UMAP behind a
 lock), so requests may run concurrently; nothing is shared between them.
 """
@@ -24,8 +28,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,57 +37,30 @@ from typing import Any
 import numpy as np
 import torch
 
-from .adapters import AdapterMismatchError, HystarEncoder
-from .data import DATASETS, DataNotFoundError, load_dataset
+from .adapt import AdapterMismatchError, HystarEncoder
 from .embed import embed_pixels, embed_texts
 from .encoder import DEFAULT_ENCODER, Encoder
-from .gallery import (
-    GALLERY_INDEX_ROOT,
-    UploadLimitError,
-    UploadLimits,
-    copy_uploads,
-    demo_source,
-    ensure_demo_index,
-    remove_from_gallery,
-    upload_gallery_dir,
-)
+from .encoder.search import open_search_encoder
+from .gallery import UploadLimitError, UploadLimits, demo_source, upload_gallery_dir
 from .images import ImageError, is_blank, open_image
-from .index import GalleryIndex, Reranker, open_search_encoder
-from .online import OnlineConfig, OnlineSession, session_parameter_names
-from .rerank import ASSET_DIR as RERANKER_DIR
-from .rerank import NoRerankerError, load_default_reranker
-from .train import ADAPTER_PATH as DEFAULT_ADAPTER
-from .views import (
-    Explanation,
-    LayerShift,
-    MlpOffset,
-    Placement,
-    UmapConfig,
-    UmapMap,
-    load_or_fit_umap,
-    umap_cache_path,
-    umap_key,
-)
+from .online import OnlineSession, session_parameter_names
+from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
+from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
+from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
+from .shifts import ShiftSummary
+from .spaces import Space, gallery_classes, load_spaces
+from .umap_job import ready_map, start_umap
+from .uploads import AddReport, add_to_gallery
+from .views import Explanation, MlpOffset, Placement, UmapConfig, UmapMap
 
 log = logging.getLogger(__name__)
 
 MAX_K = 50
-TOP_SHIFTS = 5
-MIN_UMAP_PHOTOS = 20                   # below it the UMAP view waits: a map of a handful of photos says nothing
 EMPTY_GALLERY = "the gallery is empty: add photos first"
 
 
 class QueryError(ValueError):
     """A query with nothing to search for; the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class OnlineServiceConfig:
-    """Online adaptation in the app: one private session per user and encoder, never the shared model."""
-    # An app user makes a handful of queries, not hundreds: adaptation starts after 4 (the library waits for 16).
-    adaptation: OnlineConfig = field(default_factory=lambda: OnlineConfig(min_history=4))
-    max_users: int = 64                # users with live sessions; beyond it the least recently used are dropped
-    anchors: int = 32                  # gallery photos a session keeps where the shared model puts them
 
 
 @dataclass(frozen=True)
@@ -132,16 +108,6 @@ class Result:
         return self.cls or Path(self.name).name
 
 
-@dataclass(frozen=True)
-class OnlineStatus:
-    """Where a user's online session stands after a search."""
-    side: str                          # the side it embeds: "adapted" with style adaptation on, else "base"
-    images: int                        # query images (sketches, uploads) it has observed since the last reset
-    adapted_on: int                    # of them, the reliable ones its adaptation is computed on
-    updates: int                       # adaptation steps taken
-    observed: bool                     # this search's images were observed (a text-only query has none)
-
-
 @dataclass
 class SearchResponse:
     base: list[Result]
@@ -158,30 +124,6 @@ class SearchResponse:
 
 
 @dataclass
-class AddReport:
-    """What an upload into the app-owned gallery did."""
-    added: list[str]                   # uploaded names now in the gallery
-    skipped: list[tuple[str, str]]     # (uploaded name, why)
-    count: int                         # photos in the gallery now
-
-    def summary(self) -> str:
-        line = f"{len(self.added)} photo{'' if len(self.added) == 1 else 's'} added; the gallery has {self.count}"
-        if self.skipped:
-            line += f"; {len(self.skipped)} skipped: " + "; ".join(f"{name} ({why})" for name, why in self.skipped)
-        return line
-
-
-@dataclass
-class Space:
-    """One side of the side-by-side: a gallery index, the classes of its rows, and its re-ranker."""
-    name: str
-    index: GalleryIndex
-    classes: list[str]
-    reranker: Reranker | None = None
-    rerank_note: str = ""              # why there is no re-ranker
-
-
-@dataclass
 class _Embedded:
     base: np.ndarray                   # fused and normalised
     adapted: np.ndarray | None
@@ -189,25 +131,6 @@ class _Embedded:
     explanations: list[Explanation]
     offsets: list[MlpOffset]
     observed: bool = False             # the image parts went through an online session
-
-
-# ---------------------------------------------------------------------------------------------- labels
-
-def gallery_classes(index: GalleryIndex) -> list[str]:
-    """The class of every row: from the datasets' manifests for demo photos, else the image's folder name."""
-    root = index.root
-    known: dict[str, str] = {}
-    for name in DATASETS:
-        if not (root / name / "manifest.csv").is_file():
-            continue
-        try:
-            dataset = load_dataset(root / name)
-        except (DataNotFoundError, ValueError):
-            continue
-        known.update({(Path(name) / item.path.relative_to(dataset.root)).as_posix(): item.label
-                      for item in dataset.photos()})
-    return [known[e.path] if e.path in known else (Path(e.path).parent.name if "/" in e.path else "")
-            for e in index.entries]
 
 
 # ---------------------------------------------------------------------------------------------- fusion
@@ -220,90 +143,6 @@ def fuse(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
         raise QueryError("the query's parts cancel out: change the weights")
     return (total / norm).astype(np.float32)
 
-
-def _top_shifts(delta: np.ndarray, count: int = TOP_SHIFTS) -> tuple[tuple[int, float], ...]:
-    order = np.argsort(-np.abs(delta), kind="stable")[:count]
-    return tuple((int(i), float(delta[i])) for i in order)
-
-
-# ---------------------------------------------------------------------------------------------- online sessions
-
-class TrackedSession:
-    """A user's `OnlineSession` of one side, with the counts its status reports."""
-
-    def __init__(self, side: str, session: OnlineSession):
-        self.side, self.session = side, session
-        self.images = self.adapted_on = 0
-        self._lock = threading.Lock()
-
-    def observe(self, features: torch.Tensor) -> np.ndarray:
-        """The session's embeddings of `features` (before its step, as REST searches), then one adaptation step."""
-        with self._lock:
-            z, report = self.session.observe_with_report(features)
-            self.images += report.queries
-            self.adapted_on += report.reliable
-        return z.float().cpu().numpy()
-
-    def reset(self) -> None:
-        with self._lock:
-            self.session.reset()
-            self.images = self.adapted_on = 0
-
-    def status(self, observed: bool) -> OnlineStatus:
-        with self._lock:
-            return OnlineStatus(self.side, self.images, self.adapted_on, self.session.steps, observed)
-
-
-class OnlineSessions:
-    """Each user's sessions, one per side they searched, created on first use; at most `max_users` users are
-    kept, the least recently seen dropped first."""
-
-    def __init__(self, factory: Callable[[str], OnlineSession], max_users: int = 64):
-        if max_users < 1:
-            raise ValueError("max_users must be at least 1")
-        self.factory, self.max_users = factory, max_users
-        self._users: OrderedDict[str, dict[str, TrackedSession]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._users)
-
-    def __contains__(self, user: str) -> bool:
-        return user in self._users
-
-    def get(self, user: str, side: str) -> TrackedSession:
-        found = self.find(user, side)
-        if found is not None:
-            return found
-        created = TrackedSession(side, self.factory(side))  # outside the lock: other users do not wait
-        with self._lock:
-            sessions = self._users.setdefault(user, {})
-            self._users.move_to_end(user)
-            while len(self._users) > self.max_users:
-                self._users.popitem(last=False)
-            return sessions.setdefault(side, created)
-
-    def find(self, user: str, side: str) -> TrackedSession | None:
-        with self._lock:
-            if user not in self._users:
-                return None
-            self._users.move_to_end(user)
-            return self._users[user].get(side)
-
-    def reset(self, user: str) -> bool:
-        """Every session of `user` back to the shared model; False when the user has none."""
-        with self._lock:
-            sessions = list(self._users.get(user, {}).values())
-        for tracked in sessions:
-            tracked.reset()
-        return bool(sessions)
-
-    def drop(self, user: str) -> None:
-        with self._lock:
-            self._users.pop(user, None)
-
-
-# ---------------------------------------------------------------------------------------------- service
 
 class SearchService:
     """Fused queries against a gallery, with and without style adaptation, optionally re-ranked."""
@@ -318,7 +157,7 @@ class SearchService:
         self._galleries = (base, adapted)  # swapped as one: a search never sees a new base beside an old adapted
         self.candidates = candidates
         self._umap = umap
-        self._qkv_norms, self._mlp_norms = _singular_value_norms(adapter)
+        self._shifts = ShiftSummary(adapter.adapter if adapter is not None else None)
         self.online_config = online
         self.online_note = self._online_unavailable(online)
         self.online = None if self.online_note else OnlineSessions(self._new_session, online.max_users)
@@ -355,8 +194,8 @@ class SearchService:
             gallery = config.gallery
             if gallery is None or Path(os.path.abspath(Path(gallery).expanduser())) != uploads:
                 uploads = None      # the user's folder or the data set: never written to
-        base, adapted = _spaces(config, gallery, encoder, adapter, refresh=False)
-        umap, note = _umap(config, base)
+        base, adapted = load_spaces(config, gallery, encoder, adapter, refresh=False)
+        umap, note = start_umap(config.umap, base)
         return cls(encoder, base, adapter, adapted, config.candidates, umap, config.online, config, uploads, note)
 
     # -- adding photos ------------------------------------------------------------------------------
@@ -376,31 +215,20 @@ class SearchService:
             raise QueryError("nothing to add: choose photos or a .zip archive of photos")
         with self._add_lock:
             before = {entry.path for entry in self.base.index.entries}
+            reindex = lambda: load_spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True)
             try:
-                copied = copy_uploads(files, self.uploads, self.config.upload_limits)
+                report, (base, adapted) = add_to_gallery(files, self.uploads, self.config.upload_limits, before,
+                                                         reindex)
             except UploadLimitError as error:
                 raise QueryError(str(error)) from None
-            base, adapted = _spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True)
-            refused = {item.path: item.reason for item in base.index.skipped}
-            added, skipped, bad = [], list(copied.skipped), []
-            for target, name in copied.files.items():
-                relpath = target.relative_to(self.uploads).as_posix()
-                if relpath in refused:
-                    skipped.append((name, refused[relpath]))
-                    bad.append(target)
-                elif relpath in before:
-                    skipped.append((name, "already in the gallery"))
-                else:
-                    added.append(name)
-            remove_from_gallery(bad, self.uploads)
-            umap, note = _umap(self.config, base)
+            umap, note = start_umap(self.config.umap, base)
             with self._online_lock:   # sessions hold the old gallery's vectors: they start again on the new one
                 self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
                 self._online_galleries.clear()
                 self._anchors, self._anchors_ready = None, False
                 if self.online is not None:
                     self.online = OnlineSessions(self._new_session, self.online_config.max_users)
-            return AddReport(added, skipped, len(base.index))
+            return report
 
     # -- state --------------------------------------------------------------------------------------
 
@@ -438,16 +266,10 @@ class SearchService:
 
     def umap_map(self, timeout: float | None = 0.0) -> UmapMap | None:
         """The fitted map; None while it is being fitted (waits up to `timeout` seconds, None: for ever)."""
-        if self._umap is None or isinstance(self._umap, UmapMap):
-            return self._umap
-        try:
-            return self._umap.result(timeout=timeout)
-        except TimeoutError:
-            return None
-        except Exception as error:  # noqa: BLE001 - the map is a view: the search works without it
-            log.warning("UMAP unavailable: %s", error)
+        projection, keep = ready_map(self._umap, timeout)
+        if not keep:
             self._umap = None
-            return None
+        return projection
 
     # -- search -------------------------------------------------------------------------------------
 
@@ -614,8 +436,8 @@ class SearchService:
         explained = self.adapter.explain(pixels)
         base = explained["base"].float().cpu().numpy()
         adapted = observed if observed is not None else explained["adapted"].float().cpu().numpy()
-        explanations = self._explanations([name for name, _, _ in images], explained["delta_s"])
-        return base, adapted, explanations, self._offsets(explained["static"])
+        explanations = self._shifts.explanations([name for name, _, _ in images], explained["delta_s"])
+        return base, adapted, explanations, self._shifts.offsets(explained["static"])
 
     @staticmethod
     def _parts(query: Query) -> tuple[list[tuple[str, float, Any]], list[tuple[str, float, str]]]:
@@ -634,43 +456,8 @@ class SearchService:
             texts.append(("negative text", -float(query.negative_weight), query.negative.strip()))
         return images, texts
 
-    def _explanations(self, sources: list[str], deltas: dict[int, torch.Tensor]) -> list[Explanation]:
-        out = []
-        for position, source in enumerate(sources):
-            layers = []
-            for block, delta in sorted(deltas.items()):
-                values = delta[position].float().cpu().numpy()
-                norm = float(np.linalg.norm(values))
-                reference = self._qkv_norms.get(block, float("nan"))
-                layers.append(LayerShift(block, norm, norm / reference, _top_shifts(values)))
-            out.append(Explanation(source, tuple(layers)))
-        return out
-
-    def _offsets(self, static: dict[str, torch.Tensor]) -> list[MlpOffset]:
-        out = []
-        for name, shift in static.items():
-            block, layer = name.split(".", 1)
-            norm = float(shift.float().norm())
-            out.append(MlpOffset(int(block.removeprefix("block")), layer, norm,
-                                 norm / self._mlp_norms.get(name, float("nan"))))
-        return out
-
 
 # ---------------------------------------------------------------------------------------------- helpers
-
-def _in_background(fn: Callable[..., Any], *args: Any) -> Future:
-    """`fn(*args)` in a daemon thread: a slow view never holds up the app, nor its exit."""
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(fn(*args))
-        except BaseException as error:  # noqa: BLE001 - handed to whoever asks for the result
-            future.set_exception(error)
-
-    threading.Thread(target=run, name=f"hystar-{fn.__name__}", daemon=True).start()
-    return future
-
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
@@ -682,52 +469,6 @@ def _empty_message(query: Query) -> str:
     if query.sketch is not None:
         return "the canvas is blank and there is nothing else to search for: draw, upload an image or type a text"
     return "empty query: draw on the canvas, upload an image or type a text"
-
-
-def _singular_value_norms(adapter: HystarEncoder | None) -> tuple[dict[int, float], dict[str, float]]:
-    """‖S‖ of each adapted QKV projection and of each MLP projection: the scale ΔS is shown against."""
-    module = getattr(adapter, "adapter", None)
-    qkv = {int(i): float(f.s.norm()) for i, f in getattr(module, "qkv", {}).items()}
-    mlp = {}
-    for layer in ("fc", "proj"):
-        for block, shift in enumerate(getattr(module, layer, None) or []):
-            mlp[f"block{block}.c_{layer}"] = float(shift.factors.s.norm())
-    return qkv, mlp
-
-
-def _spaces(config: ServiceConfig, gallery: Path | None, encoder: Encoder, adapter: HystarEncoder | None,
-            refresh: bool) -> tuple[Space, Space | None]:
-    """The base space and, with an adapter, the adapted one, of `gallery` (loaded, else built; `refresh`: extended
-    with the images added since, through `ensure_demo_index`)."""
-    base_index = ensure_demo_index(config.encoder, gallery, None, config.index_root, refresh=refresh,
-                                   progress=config.progress)
-    base = _space("base", base_index, encoder.fingerprint, config.reranker_dir)
-    if adapter is None:
-        return base, None
-    adapted_index = ensure_demo_index(config.encoder, gallery, config.adapter, config.index_root, refresh=refresh,
-                                      progress=config.progress)
-    return base, _space("adapted", adapted_index, adapter.fingerprint, config.reranker_dir)
-
-
-def _umap(config: ServiceConfig, base: Space) -> tuple[Future | None, str]:
-    """The UMAP of the base gallery, fitted (or loaded) in the background; or None and why."""
-    index = base.index
-    if config.umap is None:
-        return None, "UMAP view is off"
-    if len(index) < MIN_UMAP_PHOTOS:
-        return None, f"the UMAP view appears once the gallery has {MIN_UMAP_PHOTOS} photos (it has {len(index)})"
-    return _in_background(load_or_fit_umap, index.vectors, base.classes, umap_cache_path(index.folder),
-                          umap_key(index.meta.generation, len(index), config.umap), config.umap), ""
-
-
-def _space(name: str, index: GalleryIndex, fingerprint: str, reranker_dir: Path) -> Space:
-    try:
-        reranker, note = load_default_reranker(fingerprint, reranker_dir), ""
-    except NoRerankerError:
-        reranker, note = None, "no QuARI re-ranker is trained for this encoder yet (`hystar train-quari`)"
-    except (ValueError, OSError) as error:
-        reranker, note = None, f"the QuARI re-ranker could not be loaded ({error})"
-    return Space(name, index, gallery_classes(index), reranker, note)
 
 
 def default_adapter() -> Path | None:

@@ -23,12 +23,13 @@ import gradio as gr
 from PIL import Image
 
 from .images import MAX_BYTES, ImageError
+from .io import temp_path
+from .paths import EXAMPLES_DIR
 from .service import MAX_K, OnlineStatus, Query, QueryError, Result, SearchResponse, SearchService
 from .views import delta_figure, umap_figure
 
 log = logging.getLogger(__name__)
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
 NO_GALLERY = "No gallery yet: add photos below, or start the app with --gallery DIR"
 EXAMPLE_KINDS = {"sketch": "sketch", "painting": "painting", "lowres": "low-res shot"}
 SIDE_BY_SIDE, ALONE = 3, 6          # result columns per gallery with and without the adapted side
@@ -334,7 +335,7 @@ class ResultFiles:
         key = hashlib.sha1(f"{real}\0{stat.st_size}\0{stat.st_mtime_ns}".encode()).hexdigest()[:16]
         served = self.folder / f"{key}-{real.name}"
         if not served.is_file():
-            tmp = served.with_name(f".{served.name}.{threading.get_ident()}.tmp")
+            tmp = temp_path(served)
             try:
                 os.link(real, tmp)
             except OSError:  # another file system, or links not allowed: a copy

@@ -28,6 +28,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from .io import atomic_write_bytes
+
 # numba's default OpenMP threading layer resets the process's OpenMP thread count after a UMAP fit: torch, sharing
 # that runtime, then runs every query with all cores' threads and slows down tenfold on a busy machine. The
 # workqueue layer leaves OpenMP alone (it must be chosen before numba is imported; see also `_torch_threads_kept`).
@@ -155,9 +157,7 @@ class UmapMap:
         """A pickle (the fitted UMAP model has no other format), signed with this installation's secret."""
         body = pickle.dumps({"model": self.model, "coords": self.coords, "rows": self.rows,
                              "classes": self.classes, "key": self.key}, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(UMAP_MAGIC + _signature(body) + body)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, UMAP_MAGIC + _signature(body) + body)
 
     @classmethod
     def load(cls, path: Path, key: dict[str, Any]) -> UmapMap | None:

@@ -127,7 +127,7 @@ class CliRun:
 @pytest.fixture
 def run_cli(monkeypatch, capsys) -> Callable[..., CliRun]:
     """`hystar ARGS...` in-process, with only the index and search commands registered."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["hystar.search_cli"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["hystar.cli.search"])
 
     def run(*argv: str | Path) -> CliRun:
         capsys.readouterr()
@@ -139,6 +139,6 @@ def run_cli(monkeypatch, capsys) -> Callable[..., CliRun]:
 
 
 # What `python -m hystar.cli` runs, restricted to the commands under test.
-CLI_SCRIPT = ("import sys; from hystar import cli; cli.COMMAND_MODULES = ['hystar.search_cli']; "
+CLI_SCRIPT = ("import sys; from hystar import cli; cli.COMMAND_MODULES = ['hystar.cli.search']; "
               "sys.exit(cli.main(sys.argv[1:]))")
 PYTHON = sys.executable

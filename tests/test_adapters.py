@@ -6,19 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hystar.adapters import (
+from hystar.adapt import (
     STYLE_CODES,
     AdapterConfig,
     AdapterMismatchError,
     HystarAdapter,
     HystarEncoder,
-    load_adapted,
     load_adapter,
     save_adapter,
 )
 from hystar.encoder import load_encoder
 from hystar.encoder.mini import build_mini, save_mini
-from hystar.losses import StyleNCEConfig, info_nce, negative_weights, sinkhorn, style_nce, symmetric_triplet
+from hystar.encoder.search import load_search_encoder
+from hystar.train.losses import StyleNCEConfig, info_nce, negative_weights, sinkhorn, style_nce, symmetric_triplet
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_load_adapted_gives_a_search_encoder_with_its_own_fingerprint(tmp_path, 
     spec = f"hystar-mini:{folder}"
     base = load_encoder(spec)
     path = save_adapter(perturb(HystarAdapter(base)), tmp_path / "a.safetensors", spec)
-    adapted = load_adapted(spec, path)
+    adapted = load_search_encoder(spec, path, shared=False)
     assert adapted.fingerprint != base.fingerprint and adapted.embed_dim == base.embed_dim
     text = adapted.encode_text(adapted.tokenize(["a sketch of a cat"]))
     assert torch.allclose(text, base.encode_text(base.tokenize(["a sketch of a cat"])))
@@ -128,7 +128,7 @@ def test_sinkhorn_plan_is_doubly_stochastic():
 
 def test_stylence_with_uniform_weights_is_infonce(monkeypatch):
     q, p = unit(10, seed=1), unit(10, seed=2)
-    monkeypatch.setattr("hystar.losses.negative_weights", lambda s, negatives, cfg: torch.ones_like(s))
+    monkeypatch.setattr("hystar.train.losses.negative_weights", lambda s, negatives, cfg: torch.ones_like(s))
     assert torch.allclose(style_nce(q, p), info_nce(q, p))
 
 
@@ -160,7 +160,7 @@ def test_losses_reward_matching_pairs():
 
 
 def test_gram_prompt_baseline_really_uses_its_prompts(tmp_path, mini):
-    from hystar.baselines import GramPromptAdapter, PromptConfig
+    from hystar.adapt import GramPromptAdapter, PromptConfig
 
     adapter = GramPromptAdapter(mini, PromptConfig(styles=2))
     features = mini.visual.trunk(torch.randn(4, 3, 224, 224))

@@ -21,7 +21,7 @@ import torch
 from conftest import tiny_encoder, write_image
 from PIL import Image
 
-from hystar.adapters import HystarAdapter, save_adapter
+from hystar.adapt import HystarAdapter, save_adapter
 from hystar.data import DATA_ENV, data_root, load_dataset
 from hystar.embed import embed_image, embed_texts
 from hystar.encoder import shared_encoder

@@ -12,8 +12,8 @@ from PIL import Image
 
 from hystar.cli import main
 from hystar.data import split_of
-from hystar.evaluate import dsr_protocol, headline_metric
-from hystar.metrics import relevance, retrieval_metrics
+from hystar.eval.metrics import relevance, retrieval_metrics
+from hystar.eval.retrieval import dsr_protocol, headline_metric
 
 
 def test_recall_and_map_follow_the_ranks_of_the_correct_answers():

@@ -17,7 +17,7 @@ from PIL import Image
 from hystar.data import DATA_ENV, DataNotFoundError, data_root, load_dataset, split_of
 from hystar.encoder import HubUnavailableError, load_encoder
 from hystar.images import ImageError, open_image
-from hystar.styles import SYNTHETIC_STYLES, synthesize
+from hystar.synthetic import SYNTHETIC_STYLES, synthesize
 
 HAS_DATA = (data_root() / "pacs" / "manifest.csv").is_file()
 needs_data = pytest.mark.skipif(not HAS_DATA, reason=f"datasets not found; set {DATA_ENV}")

@@ -14,7 +14,6 @@ import pytest
 from conftest import make_gallery, random_image, tiny_encoder, write_bad_files, write_image
 from PIL import Image
 
-from hystar import index as index_module
 from hystar.embed import embed_image, embed_images
 from hystar.gallery import GalleryNotFoundError, ensure_demo_index, gallery_source
 from hystar.index import (
@@ -27,9 +26,10 @@ from hystar.index import (
     build_faiss,
     build_index,
     check_compatible,
-    load_reranker,
+    load_named_reranker,
     scan_folder,
 )
+from hystar.index import build as index_module
 
 QUIET = BuildConfig(progress=False, chunk_size=8, batch_size=4)
 
@@ -443,14 +443,14 @@ def test_the_rerank_hook_calls_hystar_rerank(monkeypatch):
     fake.load_default_reranker = lambda fingerprint: seen.append(fingerprint) or ReverseReranker()
     monkeypatch.setitem(sys.modules, "hystar.rerank", fake)
     monkeypatch.setattr(sys.modules["hystar"], "rerank", fake, raising=False)
-    assert isinstance(load_reranker("quari", "abc123"), ReverseReranker) and seen == ["abc123"]
+    assert isinstance(load_named_reranker("quari", "abc123"), ReverseReranker) and seen == ["abc123"]
 
 
 def test_the_rerank_hook_fails_clearly_without_the_quari_module(monkeypatch):
     monkeypatch.setitem(sys.modules, "hystar.rerank", None)
     monkeypatch.delattr(sys.modules["hystar"], "rerank", raising=False)
     with pytest.raises(RuntimeError, match="QuARI"):
-        load_reranker("quari", "abc123")
+        load_named_reranker("quari", "abc123")
 
 
 # --- the app's gallery ----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_encoder
 
-from hystar.adapters import AdapterConfig, HystarAdapter, HystarEncoder
+from hystar.adapt import AdapterConfig, HystarAdapter, HystarEncoder
 from hystar.encoder.mini import MiniConfig, build_mini
 from hystar.online import OnlineConfig, OnlineSession, decouple, private_shell, session_parameter_names
 

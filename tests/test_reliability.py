@@ -47,7 +47,7 @@ from test_app import (  # noqa: F401 - fixtures
     test_adapter,
 )
 
-from hystar.adapters import HystarAdapter, save_adapter
+from hystar.adapt import HystarAdapter, save_adapter
 from hystar.data import data_root
 from hystar.encoder import shared_encoder
 from hystar.gallery import ensure_demo_index, gallery_index_dir, gallery_source

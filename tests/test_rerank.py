@@ -12,19 +12,16 @@ from hystar.rerank import (
     QuARIConfig,
     QuARIMismatchError,
     Reranker,
-    TrainConfig,
     default_path,
     effective_query,
     explicit_matrix,
     load_default_reranker,
     load_reranker,
-    mine_semi_positives,
     save_reranker,
-    train_quari,
     transform,
 )
 from hystar.rerank.model import transformed_norms
-from hystar.rerank.train import soft_contrastive_loss, soft_targets
+from hystar.train.quari import TrainConfig, mine_semi_positives, soft_contrastive_loss, soft_targets, train_quari
 
 TINY = QuARIConfig(dim=16, rank=8, n_tokens=4, layers=1, heads=2, steps=2, width=16)
 

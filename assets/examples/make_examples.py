@@ -2,7 +2,7 @@
 
 Nothing here comes from a dataset. Each subject (a house, a guitar, a giraffe) is a list of shapes in unit
 coordinates, rendered two ways: a black line drawing on white (the sketch) and a flat-colour scene. Paintings are
-the scene through `hystar.styles` ("art"); low-res shots are the scene shrunk to a thumbnail.
+the scene through `hystar.synthetic` ("art"); low-res shots are the scene shrunk to a thumbnail.
 
     python assets/examples/make_examples.py
 """
@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from hystar.styles import synthesize  # noqa: E402
+from hystar.synthetic import synthesize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SIZE = 512

@@ -1,5 +1,7 @@
 """One factory for every encoder: `load_encoder(spec)`.
 
+The search encoder (base + adapter), its protocol and its one constructor: `hystar.encoder.search`.
+
 Specs:
 - `hystar-mini`                      the offline model shipped in assets/hystar-mini/
 - `hystar-mini:/path/to/folder`      a hystar-mini trained elsewhere (config.json + weights.safetensors)
@@ -13,7 +15,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from .base import Encoder, TextTower, VisionTower
-from .mini import ASSET_DIR, load_mini
+from .mini import load_mini
 from .openclip import HubUnavailableError, load_openclip
 
 DEFAULT_ENCODER = "hystar-mini"
@@ -26,7 +28,7 @@ def load_encoder(spec: str = DEFAULT_ENCODER) -> Encoder:
     """A fresh encoder in eval mode on the CPU; see the module doc for the spec forms."""
     spec = spec.strip()
     if spec == "hystar-mini":
-        return load_mini(ASSET_DIR)
+        return load_mini()
     if spec.startswith("hystar-mini:"):
         return load_mini(spec.split(":", 1)[1])
     if ":" not in spec:

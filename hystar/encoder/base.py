@@ -5,7 +5,7 @@ A vision tower is split where the adapters need it:
     pixels --trunk--> features --embed--> tokens --blocks (open_clip ResidualAttentionBlocks)--> tokens --head--> z
 
 `trunk` is frozen and its output can be cached (hystar-mini: the EfficientNet trunk; a ViT: the identity), so
-training never re-runs it. Adapters run the blocks themselves (see `hystar.adapters`), so nothing here is stateful.
+training never re-runs it. Adapters run the blocks themselves (see `hystar.adapt`), so nothing here is stateful.
 """
 
 from __future__ import annotations
@@ -73,6 +73,13 @@ class Encoder(nn.Module):
         self.preprocess = preprocess
         self.embed_dim = embed_dim
         self._fingerprint: str | None = None
+
+    adapter = None  # the search-encoder protocol (`hystar.encoder.search`): a base encoder is not adapted
+
+    @property
+    def base(self) -> Encoder:
+        """The search-encoder protocol: the encoder whose fingerprint identifies an index (itself)."""
+        return self
 
     @property
     def fingerprint(self) -> str:

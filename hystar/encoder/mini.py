@@ -21,9 +21,10 @@ from open_clip.transformer import LayerNorm, ResidualAttentionBlock
 from torch import nn
 from torchvision import transforms
 
+from ..io import load_tensors, save_safetensors
+from ..paths import MINI_DIR
 from .base import Encoder, TextTower, VisionTower
 
-ASSET_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "hystar-mini"
 TRUNK_MEAN = TRUNK_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's TF preprocessing: (x - 127) / 128
 COARSE_CHANNELS, FINE_CHANNELS = 320, 112   # EfficientNet-Lite0 stride-32 and stride-16 stages
 JOINED_CHANNELS = COARSE_CHANNELS + 4 * FINE_CHANNELS  # a stride-32 token with the 2x2 stride-16 cells beneath it
@@ -194,15 +195,13 @@ def build_mini(cfg: MiniConfig | None = None) -> Encoder:
                    cfg.embed_dim)
 
 
-def load_mini(folder: Path | str = ASSET_DIR) -> Encoder:
-    from safetensors.torch import load_file
-
+def load_mini(folder: Path | str = MINI_DIR) -> Encoder:
     folder = Path(folder)
     weights = folder / "weights.safetensors"
     if not weights.is_file():
         raise FileNotFoundError(f"hystar-mini weights missing at {weights}; train them with `hystar train-mini`")
     encoder = build_mini(MiniConfig.from_json(folder / "config.json"))
-    state = load_file(str(weights))
+    state = load_tensors(weights)
     missing = set(trainable_state(encoder)) - set(state)
     if missing:
         raise RuntimeError(f"{weights} lacks {sorted(missing)[:3]}...: not a hystar-mini checkpoint")
@@ -212,15 +211,10 @@ def load_mini(folder: Path | str = ASSET_DIR) -> Encoder:
 
 def save_mini(encoder: Encoder, folder: Path | str, cfg: MiniConfig | None = None) -> Path:
     """Write the trainable weights and config so that `load_encoder('hystar-mini:FOLDER')` restores them."""
-    from safetensors.torch import save_file
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     (cfg or MiniConfig()).to_json(folder / "config.json")
-    state = {k: v.detach().contiguous().cpu() for k, v in trainable_state(encoder).items()}
-    tmp = folder / "weights.tmp.safetensors"
-    save_file(state, str(tmp))
-    tmp.replace(folder / "weights.safetensors")
+    save_safetensors(trainable_state(encoder), folder / "weights.safetensors")
     return folder
 
 

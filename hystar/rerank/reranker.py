@@ -12,7 +12,6 @@ Note that with "dot", T acts only through w: QuARI is then a learned, query-depe
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -21,9 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io import load_tensors, read_metadata, save_with_metadata
+from ..paths import RERANKER_DIR
+from ..ranking import top_k
 from .model import QuARI, QuARIConfig, effective_query, transformed_norms
 
-ASSET_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "quari"
 METADATA_KEY = "hystar-quari"
 BLOCK_ROWS = 16384            # 16k float32 rows of 384 to 512: a block that stays in cache
 ROW_NORM_BOUND = 1.01         # gallery rows are L2-normalised; float16 storage moves them by < 1e-3
@@ -151,14 +152,6 @@ class Reranker:
         return contenders[top], scores
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, scores) of the k best, best first."""
-    k = min(k, len(scores))
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.argsort(-scores[top], kind="stable")]
-    return top, scores[top]
-
-
 def _tensor(block: np.ndarray) -> torch.Tensor:
     """A tensor view of a (maybe read-only, memmapped) block; nothing here writes to it."""
     with warnings.catch_warnings():
@@ -190,39 +183,21 @@ def _half_scores(w: np.ndarray, gallery: np.ndarray, block_rows: int = BLOCK_ROW
 def save_reranker(model: QuARI, path: Path | str, encoder_fingerprint: str, encoder_spec: str = "?",
                   training: dict | None = None, blend: float = 1.0) -> Path:
     """Weights as safetensors, the config and encoder fingerprint in its metadata and in a .json beside it."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {"config": asdict(model.cfg), "encoder_fingerprint": encoder_fingerprint,
             "encoder_spec": encoder_spec, "training": training or {}, "blend": blend}
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return path
+    return save_with_metadata(model.state_dict(), path, METADATA_KEY, meta)
 
 
 def read_reranker_meta(path: Path | str) -> RerankerFile:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"re-ranker file {path} does not exist")
-    with safe_open(str(path), "pt") as handle:
-        raw = (handle.metadata() or {}).get(METADATA_KEY)
-    if raw is None:
+    meta = read_metadata(path, METADATA_KEY, "re-ranker")
+    if meta is None:
         raise ValueError(f"{path} is not a QuARI re-ranker (no '{METADATA_KEY}' metadata)")
-    meta = json.loads(raw)
     return RerankerFile(QuARIConfig(**meta["config"]), meta["encoder_fingerprint"],
                         meta.get("encoder_spec", "?"), meta.get("training", {}), float(meta.get("blend", 1.0)))
 
 
 def load_reranker(path: Path | str, encoder_fingerprint: str | None = None) -> Reranker:
     """Load a re-ranker; given `encoder_fingerprint`, refuse one trained for another encoder."""
-    from safetensors.torch import load_file
-
     meta = read_reranker_meta(path)
     if encoder_fingerprint is not None and meta.encoder_fingerprint != encoder_fingerprint:
         raise QuARIMismatchError(
@@ -230,16 +205,16 @@ def load_reranker(path: Path | str, encoder_fingerprint: str | None = None) -> R
             f"{meta.encoder_fingerprint}) and means nothing for embeddings of encoder fingerprint "
             f"{encoder_fingerprint}; train one for it with `hystar train-quari`")
     model = QuARI(meta.config)
-    model.load_state_dict(load_file(str(path)))
+    model.load_state_dict(load_tensors(path))
     return Reranker(model, meta.encoder_fingerprint, meta.encoder_spec, blend=meta.blend)
 
 
-def default_path(encoder_name: str, encoder_fingerprint: str, folder: Path | str = ASSET_DIR) -> Path:
+def default_path(encoder_name: str, encoder_fingerprint: str, folder: Path | str = RERANKER_DIR) -> Path:
     """Where `hystar train-quari` saves, so that `load_default_reranker` finds it."""
     return Path(folder) / f"{encoder_name.replace('/', '_')}-{encoder_fingerprint}.safetensors"
 
 
-def load_default_reranker(encoder_fingerprint: str, folder: Path | str = ASSET_DIR) -> Reranker:
+def load_default_reranker(encoder_fingerprint: str, folder: Path | str = RERANKER_DIR) -> Reranker:
     """The re-ranker in `folder` trained for this encoder; each file version is loaded once."""
     folder = Path(folder)
     trained_for = []

@@ -9,63 +9,12 @@ from pathlib import Path
 
 import torch
 
-from .adapters import HystarEncoder, file_fingerprint, load_adapter
-from .data import DATASETS, load_dataset
-from .encoder import DEFAULT_ENCODER, load_encoder
-from .evaluate import EffNetPooled, Reranked, dsr_table, evaluate_dataset, headline_table, markdown_table, zero_shot
-from .online import DEFAULT_STREAM, PARAMETER_SETS, OnlineConfig, evaluate_stream, segment_table, stream_table
-from .rerank import ASSET_DIR as RERANKER_DIR
-
-
-def models_to_compare(args: argparse.Namespace):
-    base = load_encoder(args.encoder).requires_grad_(False)
-    models = {} if args.no_base else {"base": base}
-    for entry in args.adapter or []:
-        label, _, path = entry.rpartition("=")
-        label = label or Path(path).stem
-        models[label] = HystarEncoder(base, load_adapter(base, path), file_fingerprint(Path(path))).eval()
-    if args.rerank == "quari":
-        from .rerank import NoRerankerError, load_default_reranker
-
-        for label, model in list(models.items()):
-            try:
-                reranker = load_default_reranker(model.fingerprint, args.quari_dir)
-            except NoRerankerError as error:
-                print(f"hystar eval: no QuARI for {label}: {error}")
-                continue
-            if not args.quari_blend:
-                models[f"{label}+quari"] = Reranked(model, reranker, args.top_k)
-            for blend in args.quari_blend or []:
-                models[f"{label}+quari@{blend:g}"] = Reranked(model, reranker.with_blend(blend), args.top_k)
-    if args.baseline == "effnet-lite0":
-        if not hasattr(base.visual, "pooled_features"):
-            raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")
-        models["effnet-lite0"] = EffNetPooled(base)
-    return base, models
-
-
-@torch.no_grad()
-def run_eval(args: argparse.Namespace) -> dict:
-    base, models = models_to_compare(args)
-    report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {}}
-    for name in args.data:
-        dataset = load_dataset(name)
-        for label, model in models.items():
-            report["retrieval"].setdefault(label, {}).update(evaluate_dataset(model, base, dataset, split=args.split))
-            if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
-                report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
-    return report
-
-
-def zero_shot_table(report: dict) -> str:
-    lines = ["| model | dataset | classes | seen-class test photos | accuracy (seen) | accuracy (unseen) |",
-             "|---|---|---|---|---|---|"]
-    for label, per_dataset in report["zero_shot"].items():
-        for name, z in per_dataset.items():
-            unseen = f"{z['unseen_accuracy']:.1f}" if "unseen_accuracy" in z else "–"
-            lines.append(f"| {label} | {name} | {z['classes']} | {z.get('seen_photos', 0)} | "
-                         f"{z.get('seen_accuracy', float('nan')):.1f} | {unseen} |")
-    return "\n".join(lines)
+from ..data import DATASETS
+from ..encoder import DEFAULT_ENCODER
+from ..eval.compare import models_to_compare, render_report, run_eval
+from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
+from ..online import PARAMETER_SETS, OnlineConfig
+from ..paths import RERANKER_DIR
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -110,7 +59,7 @@ def run_online(args: argparse.Namespace) -> int:
     cfg = OnlineConfig(params=args.online_params, lr=args.online_lr)
     results = {}
     for label, model in models.items():
-        if args.online_params != "ln" and not hasattr(model, "adapter"):
+        if args.online_params != "ln" and model.adapter is None:
             print(f"hystar eval: {label} has no adapter; its online session adapts the LayerNorms only")
             model_cfg = OnlineConfig(**{**asdict(cfg), "params": "ln"})
         else:
@@ -144,19 +93,3 @@ def _run(args: argparse.Namespace) -> int:
             args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
         args.out.with_suffix(".md").write_text(text)
     return 0
-
-
-def render_report(report: dict, command: str) -> str:
-    retrieval = report["retrieval"]
-    split = report.get("split", "test")
-    text = (f"Command: `{command}`\n\nQueries of the {split} split, full gallery. "
-            f"Headline metric per task (change against base):\n\n"
-            f"{headline_table(retrieval)}\n\nAll metrics:\n\n{markdown_table(retrieval)}\n")
-    dsr = dsr_table(retrieval)
-    if dsr:
-        text += ("\nThe DSR protocol, labelled as such (each query against its batch of 24 photos; their \"R@5\" "
-                 "counts the top 4):\n\n" + dsr + "\n")
-    if report["zero_shot"]:
-        text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
-        text += zero_shot_table(report) + "\n"
-    return text

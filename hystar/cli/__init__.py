@@ -1,4 +1,4 @@
-"""`hystar` command line: thin wrappers around the library, one module per subcommand family.
+"""`hystar` command line: argparse over the library, one module per subcommand family (`python -m hystar.cli`).
 
 Each command module exposes `register(subparsers)`, which adds its parser and sets `func` to a function that takes
 the parsed args and returns an exit code.
@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = ["hystar.train_mini", "hystar.train", "hystar.eval_cli", "hystar.search_cli", "hystar.quari_cli"]
+COMMAND_MODULES = [f"hystar.cli.{name}" for name in ("train_mini", "train", "eval", "search", "quari")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +31,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hystar {args.command}: error: {error}", file=sys.stderr)
         return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

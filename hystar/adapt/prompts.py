@@ -1,4 +1,4 @@
-"""FreestyleRet-style baseline: Gram-initialised deep style prompts on a frozen encoder.
+"""The Gram-prompt baseline (FreestyleRet-style): Gram-initialised deep style prompts on a frozen encoder.
 
 Style space: Gram statistics of the early tokens of training queries, clustered by k-means into `styles` centres.
 Each block gets, per centre, `tokens` prompt tokens initialised from that centre's Gram matrix. A query's prompts are
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adapters import gram_code
+from .codes import gram_code, gram_projection
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,10 @@ class PromptConfig:
     tokens: int = 4
     gram_rank: int = 32
     temperature: float = 1.0
+
+    @classmethod
+    def from_json(cls, data: dict) -> PromptConfig:
+        return cls(**data)
 
 
 def kmeans(x: torch.Tensor, k: int, iterations: int = 30, seed: int = 0) -> torch.Tensor:
@@ -46,9 +50,7 @@ class GramPromptAdapter(nn.Module):
         blocks = base.visual.blocks
         width = blocks[0].ln_1.normalized_shape[0]
         self.base_fingerprint = base.fingerprint
-        generator = torch.Generator().manual_seed(0)
-        self.register_buffer("gram_projection",
-                             torch.randn(width, self.cfg.gram_rank, generator=generator) / width ** 0.5)
+        self.register_buffer("gram_projection", gram_projection(width, self.cfg.gram_rank))
         code_dim = self.cfg.gram_rank * (self.cfg.gram_rank + 1) // 2
         self.register_buffer("centres", torch.zeros(self.cfg.styles, code_dim))
         self.register_buffer("code_scale", torch.ones(()))
@@ -73,6 +75,21 @@ class GramPromptAdapter(nn.Module):
             top = eigenvectors[:, -self.cfg.tokens:].T * eigenvalues[-self.cfg.tokens:].clamp_min(0).sqrt()[:, None]
             token = F.normalize(top @ self.gram_projection.T, dim=-1)
             self.prompts[:, k] = token.unsqueeze(0).expand(len(self.prompts), -1, -1)
+
+    def init_for_training(self, base, queries: torch.Tensor, photos: torch.Tensor) -> None:
+        """Style centres and prompts from the codes of up to 4000 training queries and a quarter as many photos."""
+        sample = torch.randperm(len(queries), generator=torch.Generator().manual_seed(0))[:4000]
+        features = torch.cat([queries[sample], photos[: len(sample) // 4]]).float()
+        self.init_from_codes(torch.cat([self.codes(base, features[i:i + 256]) for i in range(0, len(features), 256)]))
+
+    def static_shift_modules(self) -> list:
+        return []
+
+    def singular_value_norms(self) -> tuple[dict[int, float], dict[str, float]]:
+        return {}, {}
+
+    def static_shifts(self) -> dict[str, torch.Tensor]:
+        return {}
 
     def style_weights(self, code: torch.Tensor) -> torch.Tensor:
         distance = torch.cdist(code, self.centres) / self.code_scale

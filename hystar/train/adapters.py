@@ -1,4 +1,4 @@
-"""Train Hystar adapters on (styled query, photo) pairs of the train split: `hystar train`.
+"""Train adapters on (styled query, photo) pairs of the train split (`hystar train`, see `hystar.cli.train`).
 
 Pairs, all from cached trunk features:
 - instance: real sketches with the photo they draw (Sketchy, PACS `n0*` sketches); synthetic mosaic / art / pencil
@@ -10,9 +10,7 @@ photos near their base embeddings, so text → photo search (untouched text towe
 
 from __future__ import annotations
 
-import argparse
 import json
-import math
 import random
 import time
 from collections import defaultdict
@@ -23,16 +21,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .adapters import AdapterConfig, HystarAdapter, save_adapter
-from .baselines import GramPromptAdapter, PromptConfig
-from .data import Dataset, iter_datasets
-from .encoder import DEFAULT_ENCODER, load_encoder
-from .features import View, trunk_features
+from ..adapt import AdapterConfig, PromptConfig, build_adapter, save_adapter
+from ..data import Dataset, class_name, iter_datasets
+from ..encoder import load_encoder
+from ..features import View, dataset_features, trunk_features
+from ..io import atomic_open
+from ..synthetic import SYNTHETIC_STYLES
 from .losses import LOSSES, StyleNCEConfig
-from .styles import SYNTHETIC_STYLES
-from .train_mini import class_name, dataset_features
+from .schedule import warmup_cosine
 
-ADAPTER_PATH = Path(__file__).resolve().parent.parent / "assets" / "hystar-mini-adapter.safetensors"
 TRAIN_DATASETS = ("pacs", "sketchy", "coco_mini")
 
 
@@ -127,14 +124,9 @@ def make_loss(name: str, stylence: StyleNCEConfig):
 
 
 def build_for_training(base, adapter_cfg: AdapterConfig | PromptConfig, pairs: PairSet):
-    if isinstance(adapter_cfg, PromptConfig):
-        adapter = GramPromptAdapter(base, adapter_cfg)
-        sample = torch.randperm(len(pairs.queries), generator=torch.Generator().manual_seed(0))[:4000]
-        features = torch.cat([pairs.queries[sample], pairs.photos[: len(sample) // 4]]).float()
-        adapter.init_from_codes(torch.cat([adapter.codes(base, features[i:i + 256])
-                                           for i in range(0, len(features), 256)]))
-        return adapter
-    return HystarAdapter(base, adapter_cfg)
+    adapter = build_adapter(base, adapter_cfg)
+    adapter.init_for_training(base, pairs.queries, pairs.photos)
+    return adapter
 
 
 def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, cfg: TrainConfig, out: Path,
@@ -164,7 +156,7 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
         for b in bar:
             rows = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             positives = positives_all[rows]
-            scale = 0.5 * (1 + math.cos(math.pi * step / total))
+            scale = warmup_cosine(step, total)
             for group, base_lr in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base_lr * scale
             features = torch.cat([pairs.queries[rows], pairs.photos[positives]]).float()
@@ -195,10 +187,9 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
 def save_checkpoint(path: Path, adapter, optimizer, cfg: TrainConfig, epochs_done: int, log: list) -> None:
     """Adapter and optimizer state after a whole epoch, written atomically; `resume` continues from it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".ckpt.tmp")
-    torch.save({"adapter": adapter.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
-                "config": json.dumps(asdict(cfg)), "log": json.dumps(log)}, tmp)
-    tmp.replace(path)
+    with atomic_open(path) as handle:
+        torch.save({"adapter": adapter.state_dict(), "optimizer": optimizer.state_dict(), "epochs_done": epochs_done,
+                    "config": json.dumps(asdict(cfg)), "log": json.dumps(log)}, handle)
 
 
 def resume(path: Path, adapter, optimizer, cfg: TrainConfig, log: list) -> int:
@@ -214,34 +205,3 @@ def resume(path: Path, adapter, optimizer, cfg: TrainConfig, log: list) -> int:
     log.extend(json.loads(state["log"]))
     print(f"hystar train: resuming after epoch {state['epochs_done']} from {path.name}")
     return int(state["epochs_done"])
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train", help="train Hystar adapters for an encoder")
-    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
-    parser.add_argument("--out", type=Path, default=ADAPTER_PATH)
-    parser.add_argument("--variant", choices=("hystar", "static", "gram-prompts"), default="hystar",
-                        help="hystar: dynamic ΔS + static MLP offsets; static: MLP offsets only (baseline); "
-                             "gram-prompts: FreestyleRet-style deep style prompts (baseline; use --loss triplet)")
-    parser.add_argument("--style-code", default=AdapterConfig.style_code)
-    parser.add_argument("--loss", default=TrainConfig.loss, choices=sorted(LOSSES))
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--lr-static", type=float, default=TrainConfig.lr_static)
-    parser.add_argument("--lr-dynamic", type=float, default=TrainConfig.lr_dynamic)
-    parser.add_argument("--anchor-weight", type=float, default=TrainConfig.anchor_weight,
-                        help="weight of the term keeping adapted photos near their base embeddings (text search)")
-    parser.add_argument("--kernel-sign", type=float, default=StyleNCEConfig.kernel_sign)
-    parser.add_argument("--lam", type=float, default=StyleNCEConfig.lam)
-    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    adapter_cfg = PromptConfig() if args.variant == "gram-prompts" else AdapterConfig(
-        style_code=args.style_code, dynamic_blocks=() if args.variant == "static" else None)
-    cfg = TrainConfig(epochs=args.epochs, lr_static=args.lr_static, lr_dynamic=args.lr_dynamic, loss=args.loss,
-                      anchor_weight=args.anchor_weight, seed=args.seed)
-    summary = train_adapter(args.encoder, adapter_cfg, cfg, args.out,
-                            StyleNCEConfig(kernel_sign=args.kernel_sign, lam=args.lam))
-    print(json.dumps({"out": str(args.out), "pairs": summary["pairs"], "seconds": summary["seconds"]}))
-    return 0

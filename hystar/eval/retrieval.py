@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import Dataset, Item
-from .features import View, trunk_features
+from ..data import PROMPT, Dataset, Item, class_name
+from ..embed import embed_features, embed_texts
+from ..features import View, dataset_features, trunk_features
+from ..synthetic import SYNTHETIC_STYLES
 from .metrics import relevance, retrieval_metrics, zero_shot_accuracy
-from .styles import SYNTHETIC_STYLES
-from .train_mini import PROMPT, class_name, dataset_features
 
 
 class FeatureEncoder(Protocol):
@@ -81,15 +81,7 @@ class Reranked:
 
 
 @torch.no_grad()
-def embed_features(encoder: FeatureEncoder, features: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    return torch.cat([encoder.encode_features(features[i:i + batch_size].float())
-                      for i in range(0, len(features), batch_size)]).float().numpy()
-
-
-@torch.no_grad()
 def embed_captions(encoder, texts: Sequence[str]) -> np.ndarray:
-    from .embed import embed_texts
-
     return embed_texts(encoder, texts)
 
 

@@ -1,4 +1,4 @@
-"""Train hystar-mini on photos only: `hystar train-mini`.
+"""Train hystar-mini on photos only (`hystar train-mini`, see `hystar.cli.train_mini`).
 
 Losses on cached trunk features of train-split photos (PACS, Sketchy seen classes, COCO-mini):
 - class-prompt contrastive: cross-entropy of image vs "a photo of a {class}" over the *seen* classes only
@@ -10,11 +10,9 @@ Losses on cached trunk features of train-split photos (PACS, Sketchy seen classe
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .data import Dataset, iter_datasets
-from .encoder.mini import ASSET_DIR, MiniConfig, build_mini, joined_tokens_config, save_mini
-from .features import View, text_features, trunk_features
-
-PROMPT = "a photo of a {}"
+from ..data import PROMPT, Dataset, class_name, iter_datasets
+from ..encoder.mini import MiniConfig, build_mini, save_mini
+from ..features import dataset_features, text_features
+from ..io import atomic_write_json
+from .schedule import warmup_cosine
 
 
 @dataclass(frozen=True)
@@ -46,20 +44,11 @@ class MiniTrainConfig:
     seed: int = 0
 
 
-def class_name(label: str) -> str:
-    return label.replace("_", " ").strip().lower()
-
-
 def imagenet_names() -> list[str]:
     from timm.data import ImageNetInfo
 
     info = ImageNetInfo()
     return [info.index_to_description(i).split(",")[0].strip() for i in range(1000)]
-
-
-def dataset_features(encoder, dataset: Dataset) -> torch.Tensor:
-    """Trunk features of every item of `dataset`, in manifest order (shared by training and evaluation)."""
-    return trunk_features(encoder, [View(item) for item in dataset.items], f"{dataset.name}-all")
 
 
 @dataclass
@@ -94,12 +83,6 @@ def photo_training_set(encoder, datasets: list[Dataset]) -> PhotoTrainingSet:
                 owners.append(row_of_instance[text.instance_id])
     return PhotoTrainingSet(torch.stack(feats), torch.tensor(labels), classes,
                             text_features(encoder, captions), torch.tensor(owners))
-
-
-def cosine_schedule(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def augment(visual, features: torch.Tensor, token_drop: float, generator: torch.Generator) -> torch.Tensor:
@@ -140,7 +123,7 @@ def train_mini(cfg: MiniTrainConfig, out: Path, model_cfg: MiniConfig | None = N
         for batch_index in bar:
             rows = order[batch_index * cfg.batch_size:(batch_index + 1) * cfg.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * cosine_schedule(step, total, cfg.warmup_steps)
+                group["lr"] = cfg.lr * warmup_cosine(step, total, cfg.warmup_steps)
             image = F.normalize(encoder.visual.forward_features(
                 augment(encoder.visual, data.features[rows], cfg.token_drop, generator).float()), dim=-1)
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
@@ -182,31 +165,8 @@ def train_mini(cfg: MiniTrainConfig, out: Path, model_cfg: MiniConfig | None = N
     save_mini(encoder, out, model_cfg)
     summary = {"config": asdict(cfg), "train_photos": len(data.features), "captions": len(data.caption_owner),
                "seen_classes": len(data.class_names), "log": log, "seconds": round(time.time() - started, 1)}
-    (Path(out) / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_json(Path(out) / "training.json", summary)
     return summary
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train-mini", help="train the offline hystar-mini encoder on photos")
-    parser.add_argument("--out", type=Path, default=ASSET_DIR, help="folder for config.json + weights.safetensors")
-    parser.add_argument("--epochs", type=int, default=MiniTrainConfig.epochs)
-    parser.add_argument("--seed", type=int, default=MiniTrainConfig.seed)
-    parser.add_argument("--instance-weight", type=float, default=MiniTrainConfig.instance_weight,
-                        help="weight of instance discrimination between two augmented views of each photo")
-    parser.add_argument("--fine-tokens", action="store_true",
-                        help="join the 2x2 stride-16 cells beneath each stride-32 token (7x7x768; an ablation)")
-    parser.add_argument("--fine-scale", type=float, default=MiniConfig.fine_scale,
-                        help="with --fine-tokens: factor on the stride-16 cells (1: unscaled)")
-    parser.set_defaults(func=_run)
-
-
-def _run(args: argparse.Namespace) -> int:
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    model_cfg = replace(joined_tokens_config(), fine_scale=args.fine_scale) if args.fine_tokens else MiniConfig()
-    train_cfg = MiniTrainConfig(epochs=args.epochs, seed=args.seed, instance_weight=args.instance_weight)
-    summary = train_mini(train_cfg, args.out, model_cfg)
-    print(json.dumps({k: summary[k] for k in ("train_photos", "captions", "seen_classes", "seconds")}))
-    return 0
 
 
 def _assert_finite(x: np.ndarray) -> None:

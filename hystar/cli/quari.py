@@ -1,9 +1,5 @@
-"""`hystar train-quari`: train the QuARI re-ranker on the search encoder's embeddings of the train split.
-
-Queries are every train-split styled query (real sketches, paintings, cartoons, synthetic mosaic / art / pencil) and
-the COCO-mini train captions; the gallery is the train photos. An instance query's target is its photo; a
-category query accepts any photo of its class (one drawn per epoch).
-"""
+"""`hystar train-quari`: train the QuARI re-ranker on the search encoder's embeddings of the train split
+(`hystar.train.quari_data`, `hystar.train.quari`)."""
 
 from __future__ import annotations
 
@@ -11,39 +7,15 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .adapters import load_adapted
-from .data import iter_datasets
-from .embed import embed_texts
-from .encoder import DEFAULT_ENCODER
-from .evaluate import embed_features
-from .rerank import QuARIConfig, TrainConfig, default_path, save_reranker, train_quari
-from .styles import SYNTHETIC_STYLES
-from .train import TRAIN_DATASETS, build_pairs
-
-
-def quari_training_data(encoder, datasets) -> tuple[np.ndarray, list, np.ndarray, np.ndarray]:
-    """(query vectors, per-query target rows, gallery vectors, gallery labels) from the train split."""
-    base = getattr(encoder, "base", encoder)
-    pairs = build_pairs(base, datasets, SYNTHETIC_STYLES)
-    gallery = embed_features(encoder, pairs.photos)
-    queries = embed_features(encoder, pairs.queries)
-    rows_of_class: dict[str, np.ndarray] = {}
-    for row, label in enumerate(pairs.photo_class):
-        rows_of_class.setdefault(label, []).append(row)
-    rows_of_class = {k: np.array(v) for k, v in rows_of_class.items()}
-    targets = [np.array([row]) if row >= 0 else rows_of_class[label]
-               for row, label in zip(pairs.query_photo, pairs.query_class, strict=True)]
-    row_of_key = {key: row for row, key in enumerate(pairs.photo_key)}
-    captions = [(t.text, row_of_key[t.instance_id]) for d in datasets for t in d.text_queries("train")
-                if t.instance_id in row_of_key]
-    if captions:
-        queries = np.concatenate([queries, embed_texts(encoder, [c for c, _ in captions])])
-        targets += [np.array([row]) for _, row in captions]
-    labels = np.array([hash(label) % (2**31) for label in pairs.photo_class], dtype=np.int64)
-    return queries, targets, gallery, labels
+from ..data import iter_datasets
+from ..encoder import DEFAULT_ENCODER
+from ..encoder.search import load_search_encoder
+from ..rerank import QuARIConfig, default_path, save_reranker
+from ..train.adapters import TRAIN_DATASETS
+from ..train.quari import TrainConfig, train_quari
+from ..train.quari_data import quari_training_data
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
-    encoder = load_adapted(args.encoder, args.adapter)
+    encoder = load_search_encoder(args.encoder, args.adapter, shared=False)
     with torch.no_grad():
         queries, targets, gallery, labels = quari_training_data(encoder, list(iter_datasets(TRAIN_DATASETS)))
     train = TrainConfig(epochs=args.epochs, seed=args.seed)

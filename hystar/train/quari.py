@@ -1,4 +1,5 @@
-"""Training QuARI on cached embeddings: noisy queries, soft targets over each target and its semi-positives.
+"""Training the QuARI re-ranker (`hystar.rerank`) on cached embeddings: noisy queries, soft targets over each target
+and its semi-positives.
 
 A target's group is the target and its `semi_k` semi-positives (its nearest gallery neighbours), weighted
 softmax(sim / semi_tau) with sim(target, target) = 1. The candidates of a batch are the union of its groups;
@@ -22,7 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .model import QuARI, QuARIConfig, similarity
+from ..rerank.model import QuARI, QuARIConfig, similarity
+from .schedule import warmup_cosine
 
 Targets = np.ndarray | Sequence[np.ndarray]   # per query one gallery index, or several (one drawn per epoch)
 
@@ -175,7 +177,9 @@ def train_quari(query_vecs: np.ndarray, query_targets: Targets, gallery_vecs: np
     model = QuARI(cfg).to(device).train()
     steps_per_epoch = math.ceil(len(query_vecs) / train.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    schedule = warmup_cosine(optimizer, train.warmup_steps, train.epochs * steps_per_epoch)
+    total_steps = train.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: warmup_cosine(step, total_steps, train.warmup_steps))
     result = TrainResult(model)
     bar = tqdm(total=train.epochs * steps_per_epoch, desc="training QuARI", unit="step", disable=not progress)
     for _ in range(train.epochs):
@@ -196,12 +200,3 @@ def train_quari(query_vecs: np.ndarray, query_targets: Targets, gallery_vecs: np
     bar.close()
     model.eval()
     return result
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int, total: int
-                  ) -> torch.optim.lr_scheduler.LambdaLR:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

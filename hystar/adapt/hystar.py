@@ -1,4 +1,4 @@
-"""Hystar adapters: per-input singular-value shifts of attention, static gated shifts of every MLP.
+"""The Hystar adapter: per-input singular-value shifts of attention, static gated shifts of every MLP.
 
 For a chosen block, the packed QKV in-projection is decomposed once, W = U diag(S) Vᵀ. A hypernetwork maps the image's
 style code c_b to ΔS_b and the block computes x·(U diag(S + ΔS_b) Vᵀ)ᵀ = ((x·V) ⊙ (S + ΔS_b))·Uᵀ: one extra d×d
@@ -11,20 +11,15 @@ With ΔS = 0 and δs = 0 the adapted encoder is the base encoder. Works on any v
 
 from __future__ import annotations
 
-import hashlib
-import json
-from dataclasses import asdict, dataclass, field
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import ResidualAttentionBlock
 from torch import nn
 
-from .encoder import Encoder, load_encoder
-
-STYLE_CODES = ("gram", "embedding", "tokens")
+from ..encoder import Encoder
+from .codes import STYLE_CODES, gram_code, gram_projection
 
 
 @dataclass(frozen=True)
@@ -38,6 +33,13 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if self.style_code not in STYLE_CODES:
             raise ValueError(f"style_code must be one of {STYLE_CODES}, got {self.style_code!r}")
+
+    @classmethod
+    def from_json(cls, data: dict) -> AdapterConfig:
+        data = dict(data)
+        if data.get("dynamic_blocks") is not None:
+            data["dynamic_blocks"] = tuple(data["dynamic_blocks"])
+        return cls(**data)
 
 
 def default_dynamic_blocks(depth: int) -> tuple[int, ...]:
@@ -122,14 +124,6 @@ def adapted_block(block: ResidualAttentionBlock, x: torch.Tensor, qkv_factors: S
     return x + block.ls_2(F.linear(hidden, proj_weight, mlp.c_proj.bias))
 
 
-def gram_code(tokens: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
-    """FreestyleRet-like style statistics: upper triangle of the Gram matrix of projected early tokens."""
-    z = tokens[:, 1:] @ projection
-    gram = z.transpose(1, 2) @ z / z.shape[1]
-    rows, cols = torch.triu_indices(gram.shape[1], gram.shape[2], device=gram.device)
-    return gram[:, rows, cols]
-
-
 class HystarAdapter(nn.Module):
     kind = "hystar"
 
@@ -146,9 +140,7 @@ class HystarAdapter(nn.Module):
                              else default_dynamic_blocks(depth))
         if any(not 0 <= i < depth for i in self.dynamic):
             raise ValueError(f"dynamic_blocks {self.dynamic} outside 0..{depth - 1}")
-        generator = torch.Generator().manual_seed(0)
-        self.register_buffer("gram_projection",
-                             torch.randn(width, self.cfg.gram_rank, generator=generator) / width ** 0.5)
+        self.register_buffer("gram_projection", gram_projection(width, self.cfg.gram_rank))
         code_dim = {"gram": self.cfg.gram_rank * (self.cfg.gram_rank + 1) // 2, "embedding": base.embed_dim,
                     "tokens": 2 * width}[self.cfg.style_code]
         self.qkv = nn.ModuleDict({str(i): SVDFactors(blocks[i].attn.in_proj_weight) for i in self.dynamic})
@@ -190,6 +182,26 @@ class HystarAdapter(nn.Module):
             x = adapted_block(block, x, self.qkv[str(i)] if i in deltas else None, deltas.get(i), fc, proj)
         return visual.head(x), deltas
 
+    def forget_derived(self) -> None:
+        """Drop the merged MLP weights (a private copy must not share them with its original)."""
+        self._merged = None
+
+    def init_for_training(self, base: Encoder, queries: torch.Tensor, photos: torch.Tensor) -> None:
+        """Nothing to prepare: ΔS and δs start at zero, the base encoder."""
+
+    def static_shift_modules(self) -> list[StaticShift]:
+        """The static singular-value offsets (what online adaptation may adapt)."""
+        return [*self.fc, *self.proj] if self.fc is not None else []
+
+    def singular_value_norms(self) -> tuple[dict[int, float], dict[str, float]]:
+        """‖S‖ of each adapted QKV projection and of each MLP projection: the scale ΔS is shown against."""
+        qkv = {int(i): float(f.s.norm()) for i, f in self.qkv.items()}
+        mlp = {}
+        for layer, shifts in (("fc", self.fc), ("proj", self.proj)):
+            for block, shift in enumerate(shifts or []):
+                mlp[f"block{block}.c_{layer}"] = float(shift.factors.s.norm())
+        return qkv, mlp
+
     def static_shifts(self) -> dict[str, torch.Tensor]:
         if self.fc is None:
             return {}
@@ -199,145 +211,3 @@ class HystarAdapter(nn.Module):
             out[f"block{i}.c_proj"] = proj.shift().detach()
         return out
 
-
-def file_fingerprint(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-@dataclass
-class AdapterFile:
-    kind: str
-    config: object
-    base_fingerprint: str
-    base_spec: str
-    training: dict = field(default_factory=dict)
-
-
-class AdapterMismatchError(ValueError):
-    """An adapter trained on another base encoder."""
-
-
-def save_adapter(adapter: HystarAdapter, path: Path | str, base_spec: str, training: dict | None = None) -> Path:
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in adapter.state_dict().items()}
-    meta = {"kind": adapter.kind, "config": asdict(adapter.cfg), "base_fingerprint": adapter.base_fingerprint,
-            "base_spec": base_spec, "training": training or {}}
-    tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"hystar": json.dumps(meta)})
-    tmp.replace(path)
-    path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    return path
-
-
-def read_adapter_meta(path: Path | str) -> AdapterFile:
-    from safetensors import safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"adapter file {path} does not exist")
-    try:
-        with safe_open(str(path), "pt") as handle:
-            raw = (handle.metadata() or {}).get("hystar")
-    except Exception as error:  # safetensors raises its own error types for damaged headers
-        raise ValueError(f"{path.name} is not a readable adapter file (safetensors: {error})") from None
-    if raw is None:
-        raise ValueError(f"{path} is not a Hystar adapter (no 'hystar' metadata)")
-    meta = json.loads(raw)
-    kind = meta.get("kind", "hystar")
-    cfg = meta["config"]
-    if kind == "hystar":
-        if cfg.get("dynamic_blocks") is not None:
-            cfg["dynamic_blocks"] = tuple(cfg["dynamic_blocks"])
-        config = AdapterConfig(**cfg)
-    elif kind == "gram-prompts":
-        from .baselines import PromptConfig
-
-        config = PromptConfig(**cfg)
-    else:
-        raise ValueError(f"{path}: unknown adapter kind {kind!r}")
-    return AdapterFile(kind, config, meta["base_fingerprint"], meta.get("base_spec", "?"), meta.get("training", {}))
-
-
-def build_adapter(base: Encoder, kind: str, config) -> nn.Module:
-    if kind == "gram-prompts":
-        from .baselines import GramPromptAdapter
-
-        return GramPromptAdapter(base, config)
-    return HystarAdapter(base, config)
-
-
-def load_adapter(base: Encoder, path: Path | str) -> nn.Module:
-    from safetensors.torch import load_file
-
-    meta = read_adapter_meta(path)
-    if meta.base_fingerprint != base.fingerprint:
-        raise AdapterMismatchError(
-            f"adapter {Path(path).name} was trained on {meta.base_spec} (fingerprint {meta.base_fingerprint}); "
-            f"it cannot run on {base.name} (fingerprint {base.fingerprint})")
-    adapter = build_adapter(base, meta.kind, meta.config)
-    adapter.load_state_dict(load_file(str(path)))
-    return adapter.eval()
-
-
-class HystarEncoder(nn.Module):
-    """Base encoder + adapter behind the same interface as `Encoder`; texts use the untouched text tower."""
-
-    def __init__(self, base: Encoder, adapter: nn.Module, adapter_fingerprint: str = "trained-in-memory"):
-        super().__init__()
-        self.base, self.adapter = base, adapter
-        self.name = f"{base.name}+hystar"
-        self.preprocess, self.embed_dim, self.visual, self.text = base.preprocess, base.embed_dim, base.visual, \
-            base.text
-        self.adapter_fingerprint = adapter_fingerprint
-
-    @property
-    def fingerprint(self) -> str:
-        return hashlib.sha256(f"{self.base.fingerprint}:{self.adapter_fingerprint}".encode()).hexdigest()[:16]
-
-    @property
-    def device(self) -> torch.device:
-        return self.base.device
-
-    def tokenize(self, texts):
-        return self.base.tokenize(texts)
-
-    def encode_text(self, tokens, normalize: bool = True) -> torch.Tensor:
-        return self.base.encode_text(tokens, normalize)
-
-    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        z, _ = self.adapter(self.base, features)
-        return F.normalize(z, dim=-1) if normalize else z
-
-    def encode_image(self, pixels: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.encode_features(self.base.visual.trunk(pixels), normalize)
-
-    @torch.no_grad()
-    def explain(self, pixels: torch.Tensor) -> dict:
-        """Embedding, base embedding and the adaptation itself, for the views."""
-        features = self.base.visual.trunk(pixels)
-        adapted, deltas = self.adapter(self.base, features)
-        return {"adapted": F.normalize(adapted, dim=-1), "base": self.base.encode_features(features),
-                "delta_s": dict(deltas),
-                "static": self.adapter.static_shifts() if hasattr(self.adapter, "static_shifts") else {}}
-
-
-@lru_cache(maxsize=4)
-def shared_adapted(encoder_spec: str, adapter_path: str) -> HystarEncoder:
-    """One read-only adapted encoder per (spec, adapter file) for a process, on the shared base encoder."""
-    from .encoder import shared_encoder
-
-    base = shared_encoder(encoder_spec)
-    adapter = load_adapter(base, adapter_path).requires_grad_(False)
-    return HystarEncoder(base, adapter, file_fingerprint(Path(adapter_path))).eval()
-
-
-def load_adapted(encoder_spec: str, adapter_path: Path | str | None) -> Encoder | HystarEncoder:
-    """The search encoder: base alone, or base + adapter file (refused if trained on another base)."""
-    base = load_encoder(encoder_spec)
-    if adapter_path is None:
-        return base
-    adapter = load_adapter(base, adapter_path)
-    return HystarEncoder(base, adapter, file_fingerprint(Path(adapter_path))).eval()

@@ -14,9 +14,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .embed import embed_image, embed_texts
-from .encoder import DEFAULT_ENCODER
-from .index import (
+from ..embed import embed_image, embed_texts
+from ..encoder import DEFAULT_ENCODER
+from ..encoder.search import open_search_encoder
+from ..index import (
     KINDS,
     REPORT,
     RERANKERS,
@@ -26,8 +27,7 @@ from .index import (
     IndexNotFoundError,
     KindConfig,
     build_index,
-    load_reranker,
-    open_search_encoder,
+    load_named_reranker,
 )
 
 SKIPPED_SHOWN = 20
@@ -113,7 +113,7 @@ def run_search(args: argparse.Namespace) -> int:
         vector = embed_texts(encoder, [args.text])[0]
     else:
         vector = embed_image(encoder, args.image)
-    reranker = load_reranker(args.rerank, encoder.fingerprint) if args.rerank else None
+    reranker = load_named_reranker(args.rerank, encoder.fingerprint) if args.rerank else None
     hits = index.hits(index.search(vector, args.k, reranker=reranker, candidates=args.candidates))
     if args.json:
         query = {"text": args.text} if args.text is not None else {"image": str(args.image)}

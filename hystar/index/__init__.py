@@ -1,0 +1,40 @@
+"""Gallery indexes: a folder of images as searchable vectors, built incrementally, safe to kill at any moment.
+
+- `format`: the on-disk format (meta.json, generations, manifests), its errors, reading a committed generation.
+- `kinds`:  FAISS kinds (flat, IVF-PQ, HNSW), their parameters, GPU transfer.
+- `search`: `GalleryIndex` and `VectorSearch` (candidates, exact re-scoring, an optional re-ranker).
+- `build`:  `build_index` (scan, hash, embed with checkpoints, commit a generation).
+
+The encoder that embeds (and its identity, checked against meta.json) comes from `hystar.encoder.search`.
+"""
+
+from ..encoder.search import EncoderIdentity, load_search_encoder, open_search_encoder
+from .build import BuildConfig, BuildReport, build_index, read_kind_config, scan_folder
+from .format import (
+    FAISS_INDEX,
+    FORMAT_VERSION,
+    MANIFEST,
+    META,
+    REPORT,
+    SKIPPED,
+    VECTORS,
+    CorruptIndexError,
+    Entry,
+    FileStat,
+    IndexMeta,
+    IndexMismatchError,
+    IndexNotFoundError,
+    Skipped,
+    check_compatible,
+    read_generation,
+)
+from .kinds import KINDS, BuiltIndex, KindConfig, build_faiss, default_nlist, default_nprobe, default_pq_m
+from .search import RERANKERS, GalleryIndex, Hit, Rescorer, RowFile, SearchResult, VectorSearch, load_named_reranker
+
+__all__ = ["BuildConfig", "BuildReport", "BuiltIndex", "CorruptIndexError", "EncoderIdentity", "Entry",
+           "FAISS_INDEX", "FORMAT_VERSION", "FileStat", "GalleryIndex", "Hit", "IndexMeta", "IndexMismatchError",
+           "IndexNotFoundError", "KINDS", "KindConfig", "MANIFEST", "META", "REPORT", "RERANKERS", "Rescorer",
+           "RowFile", "SKIPPED", "SearchResult", "Skipped", "VECTORS", "VectorSearch", "build_faiss",
+           "build_index", "check_compatible", "default_nlist", "default_nprobe", "default_pq_m",
+           "load_named_reranker", "load_search_encoder", "open_search_encoder", "read_generation",
+           "read_kind_config", "scan_folder"]

@@ -1,0 +1,18 @@
+"""Every default location, in one place. Environment variables (HYSTAR_DATA, HYSTAR_CACHE) override where named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_ROOT = PACKAGE_DIR.parent
+ASSETS = REPO_ROOT / "assets"
+
+MINI_DIR = ASSETS / "hystar-mini"                              # the shipped hystar-mini encoder
+ADAPTER_PATH = ASSETS / "hystar-mini-adapter.safetensors"      # the shipped Hystar adapter of hystar-mini
+RERANKER_DIR = ASSETS / "quari"                                # QuARI re-rankers, one file per search encoder
+EXAMPLES_DIR = ASSETS / "examples"                             # the app's example queries
+
+GALLERY_INDEX_ROOT = REPO_ROOT / "gallery" / "index"           # the app's gallery indexes (and upload folder)
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"            # datasets, unless $HYSTAR_DATA says otherwise
+DEFAULT_CACHE = REPO_ROOT / ".cache"                           # cached trunk features, unless $HYSTAR_CACHE
