@@ -147,3 +147,13 @@ def embed_files(encoder: Encoder, paths: Sequence[Path], batch_size: int, prefet
                             loader=loader, on_batch=on_batch)
     finally:
         loader.close()
+
+
+@torch.no_grad()
+def embed_pixel_sides(encoder: Encoder, pixels: torch.Tensor, sides: Sequence[str]) -> dict[str, np.ndarray]:
+    """Base and/or adapted embeddings of preprocessed pixels from one trunk pass. "adapted" needs an adapted
+    encoder (`HystarEncoder`, whose `.base` is the base encoder); each equals `embed_pixels` of that encoder."""
+    base = getattr(encoder, "base", encoder)
+    features = base.visual.trunk(pixels.to(base.device))
+    towers = {"base": base, "adapted": encoder}
+    return {side: towers[side].encode_features(features).float().cpu().numpy() for side in sides}

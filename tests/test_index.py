@@ -268,7 +268,7 @@ def test_a_run_killed_while_committing_leaves_the_previous_index_intact(tmp_path
     def die(*args, **kwargs):
         raise Killed
 
-    target = index_module if die_in == "build_faiss" else index_module._Builder
+    target = index_module if die_in == "build_faiss" else index_module.IndexUpdate
     monkeypatch.setattr(target, die_in, die)
     with pytest.raises(Killed):
         build(tmp_path / "photos", tmp_path / "idx", tiny)
@@ -289,7 +289,7 @@ def test_a_corrupt_checkpoint_is_dropped_and_its_images_embedded_again(tmp_path,
     def die(*args):
         raise Killed
 
-    monkeypatch.setattr(index_module._Builder, "_commit", die)
+    monkeypatch.setattr(index_module.IndexUpdate, "_commit", die)
     with pytest.raises(Killed):
         build(tmp_path / "photos", tmp_path / "idx", tiny)
     monkeypatch.undo()

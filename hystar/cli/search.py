@@ -15,13 +15,14 @@ import json
 from pathlib import Path
 
 from ..embed import embed_image, embed_texts
-from ..encoder import DEFAULT_ENCODER
-from ..encoder.search import open_search_encoder
+from ..encoder import DEFAULT_ENCODER, Encoder
+from ..encoder.search import EncoderIdentity, open_search_encoder
 from ..index import (
     KINDS,
     REPORT,
     RERANKERS,
     BuildConfig,
+    BuildReport,
     GalleryIndex,
     IndexMeta,
     IndexNotFoundError,
@@ -51,6 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     index.add_argument("--rebuild", action="store_true", help="forget the index there and embed everything")
     index.add_argument("--no-progress", action="store_true")
     index.add_argument("--json", action="store_true", help="print the run's report as JSON")
+    ray = index.add_argument_group("Ray engine (pip install -e \".[ray]\")")
+    ray.add_argument("--engine", choices=("local", "ray"), default="local",
+                     help="local: this process (default); ray: Ray Data decode tasks and an embedding actor pool")
+    ray.add_argument("--address", help="Ray cluster: auto, ray://HOST:10001 (default: RAY_ADDRESS, else a local Ray)")
+    ray.add_argument("--workers", type=int, help="embedding actors (default 1)")
+    ray.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1 when the cluster has GPUs)")
+    ray.add_argument("--base-out", type=Path, help="with --adapter: also write the base encoder's index there, "
+                                                   "from the same pass")
     index.set_defaults(func=run_index)
 
     search = subparsers.add_parser("search", help="search an index by text or image",
@@ -77,6 +86,10 @@ def _existing_meta(folder: Path) -> IndexMeta | None:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        from ..index.ray_engine import require_ray
+
+        require_ray()  # before loading anything: one line naming the install command
     meta = None if args.rebuild else _existing_meta(args.out)
     spec = args.encoder or (meta.encoder["spec"] if meta else DEFAULT_ENCODER)
     adapter = args.adapter
@@ -89,16 +102,36 @@ def run_index(args: argparse.Namespace) -> int:
     encoder, identity = open_search_encoder(spec, adapter)
     config = BuildConfig(kind=kind, batch_size=args.batch_size, chunk_size=args.chunk_size,
                          rebuild=args.rebuild, progress=not args.no_progress)
-    report = build_index(args.dir, args.out, encoder, identity, config)
+    reports = _build(args, encoder, identity, config)
     if args.json:
-        print(json.dumps(report.to_json(), indent=2))
+        print(json.dumps(reports[0].to_json() if len(reports) == 1 else [r.to_json() for r in reports], indent=2))
         return 0
+    for report in reports:
+        _print_report(report)
+    return 0
+
+
+def _build(args: argparse.Namespace, encoder: Encoder, identity: EncoderIdentity,
+           config: BuildConfig) -> list[BuildReport]:
+    ray_options = {"--address": args.address, "--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
+                   "--base-out": args.base_out}
+    if args.engine == "local":
+        given = [name for name, value in ray_options.items() if value is not None]
+        if given:
+            raise ValueError(f"{given[0]} is an option of --engine ray")
+        return [build_index(args.dir, args.out, encoder, identity, config)]
+    from ..index.ray_engine import RayConfig, build_index_ray
+
+    ray_config = RayConfig(address=args.address, workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker)
+    return build_index_ray(args.dir, args.out, encoder, identity, config, ray_config, base_out=args.base_out)
+
+
+def _print_report(report: BuildReport) -> None:
     print(report.summary())
     for item in report.skipped[:SKIPPED_SHOWN]:
         print(f"  skipped {item.path}: {item.reason}")
     if len(report.skipped) > SKIPPED_SHOWN:
-        print(f"  ... and {len(report.skipped) - SKIPPED_SHOWN} more in {args.out / REPORT}")
-    return 0
+        print(f"  ... and {len(report.skipped) - SKIPPED_SHOWN} more in {report.folder / REPORT}")
 
 
 def run_search(args: argparse.Namespace) -> int:

@@ -3,13 +3,25 @@
 - `format`: the on-disk format (meta.json, generations, manifests), its errors, reading a committed generation.
 - `kinds`:  FAISS kinds (flat, IVF-PQ, HNSW), their parameters, GPU transfer.
 - `search`: `GalleryIndex` and `VectorSearch` (candidates, exact re-scoring, an optional re-ranker).
-- `build`:  `build_index` (scan, hash, embed with checkpoints, commit a generation).
+- `build`:  `build_index` (scan, hash, embed with checkpoints, commit a generation); `open_update`, the same
+            steps for another embedding engine.
+- `ray_engine`, `shards`: `hystar index --engine ray` (optional; imported only by that command, Ray is heavy).
 
 The encoder that embeds (and its identity, checked against meta.json) comes from `hystar.encoder.search`.
 """
 
 from ..encoder.search import EncoderIdentity, load_search_encoder, open_search_encoder
-from .build import BuildConfig, BuildReport, build_index, read_kind_config, scan_folder
+from .build import (
+    BuildConfig,
+    BuildReport,
+    IndexUpdate,
+    build_index,
+    cannot_read,
+    open_update,
+    read_kind_config,
+    scan_folder,
+    skip_reason,
+)
 from .format import (
     FAISS_INDEX,
     FORMAT_VERSION,
@@ -33,8 +45,8 @@ from .search import RERANKERS, GalleryIndex, Hit, Rescorer, RowFile, SearchResul
 
 __all__ = ["BuildConfig", "BuildReport", "BuiltIndex", "CorruptIndexError", "EncoderIdentity", "Entry",
            "FAISS_INDEX", "FORMAT_VERSION", "FileStat", "GalleryIndex", "Hit", "IndexMeta", "IndexMismatchError",
-           "IndexNotFoundError", "KINDS", "KindConfig", "MANIFEST", "META", "REPORT", "RERANKERS", "Rescorer",
-           "RowFile", "SKIPPED", "SearchResult", "Skipped", "VECTORS", "VectorSearch", "build_faiss",
-           "build_index", "check_compatible", "default_nlist", "default_nprobe", "default_pq_m",
-           "load_named_reranker", "load_search_encoder", "open_search_encoder", "read_generation",
-           "read_kind_config", "scan_folder"]
+           "IndexNotFoundError", "IndexUpdate", "KINDS", "KindConfig", "MANIFEST", "META", "REPORT", "RERANKERS",
+           "Rescorer", "RowFile", "SKIPPED", "SearchResult", "Skipped", "VECTORS", "VectorSearch", "build_faiss",
+           "build_index", "cannot_read", "check_compatible", "default_nlist", "default_nprobe", "default_pq_m",
+           "load_named_reranker", "load_search_encoder", "open_search_encoder", "open_update", "read_generation",
+           "read_kind_config", "scan_folder", "skip_reason"]

@@ -234,45 +234,77 @@ class _Pending:
             shutil.rmtree(chunk, ignore_errors=True)
 
 
-def _reason(stat: FileStat, message: str) -> str:
+def skip_reason(stat: FileStat, message: str) -> str:
     """An `ImageError` message without the file name it starts with (the path is recorded beside it)."""
     prefix = f"{stat.path.rsplit('/', 1)[-1]}: "
     return message[len(prefix):] if message.startswith(prefix) else message
+
+
+def cannot_read(error: OSError) -> str:
+    """The skip reason of a file that could not even be read (for its hash)."""
+    return f"cannot read ({error.strerror})"
 
 
 def _stderr(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-class _Builder:
-    def __init__(self, root: Path, out: Path, encoder: Encoder, identity: EncoderIdentity,
-                 config: BuildConfig):
+class IndexUpdate:
+    """One run on one index folder: `start` (known rows and the files to embed), `write_chunk` (checkpoints),
+    `finish` (merge and commit). `run` embeds here; another engine (`hystar.index.ray_engine`) calls the three steps."""
+
+    def __init__(self, root: Path, out: Path, encoder: Encoder | None, identity: EncoderIdentity,
+                 config: BuildConfig, dim: int | None = None):
         self.root, self.out, self.encoder, self.identity, self.config = root, out, encoder, identity, config
         self.log = _stderr if config.progress else (lambda message: None)
-        self.dim = int(encoder.embed_dim)
+        self.dim = int(dim if dim is not None else encoder.embed_dim)
         self.known = _Known()
         self.report = BuildReport(out, root)
         self.resumed_sources: set[int] = set()
 
     def run(self, files: Sequence[str | os.PathLike] | None) -> BuildReport:
-        start = time.perf_counter()
+        todo = self.start(files)
+        if todo:
+            self._embed(todo, self.pending)
+        return self.finish()
+
+    def start(self, files: Sequence[str | os.PathLike] | None) -> list[FileStat]:
+        """Load the committed rows and the checkpoints of an interrupted run; the files that still need work."""
+        self.started = time.perf_counter()
         if self.config.rebuild:
             self._forget_all()
-        previous = self._load_committed()
+        self.previous = self._load_committed()
         owner = {"encoder": self.identity.fingerprint, "adapter": self.identity.adapter_fingerprint,
                  "root": str(self.root), "dim": self.dim}
-        pending = _Pending(self.out / PENDING, owner)
+        self.pending = _Pending(self.out / PENDING, owner)
         first_pending = len(self.known.sources)
-        resumable = pending.load(self.known, self.log)
+        resumable = self.pending.load(self.known, self.log)
         self.resumed_sources = set(range(first_pending, len(self.known.sources)))
-        scan = scan_folder(self.root, files)
-        todo = [s for s in scan if self.known.current(s) is None and self.known.still_bad(s) is None]
+        self.scan = scan_folder(self.root, files)
         if resumable:
             self.log(f"resuming: {resumable} images embedded by an interrupted run")
-        if todo:
-            self._embed(todo, pending)
-        self._finish(previous, pending, scan)
-        self.report.seconds = time.perf_counter() - start
+        return [s for s in self.scan if self.known.current(s) is None and self.known.still_bad(s) is None]
+
+    def known_hashes(self) -> set[str]:
+        """The content (sha1) of every row this run can take without embedding."""
+        return set(self.known.by_hash)
+
+    def known_vector(self, sha1: str) -> np.ndarray | None:
+        """The stored vector of content already embedded (committed or checkpointed), if any."""
+        ref = self.known.by_hash.get(sha1)
+        return None if ref is None else self.known.vector(ref)
+
+    def write_chunk(self, entries: Sequence[Entry], vectors: np.ndarray, skipped: Sequence[Skipped],
+                    embedded: int, reused: int = 0) -> None:
+        """Checkpoint rows embedded by another engine; `embedded` and `reused` count towards the report."""
+        self.known.absorb(entries, self.pending.write(entries, vectors, skipped), skipped)
+        self.report.embedded += embedded
+        self.report.reused += reused
+
+    def finish(self) -> BuildReport:
+        """Merge committed rows and checkpoints into a new generation (when anything changed) and commit it."""
+        self._finish(self.previous, self.pending, self.scan)
+        self.report.seconds = time.perf_counter() - self.started
         return self.report
 
     def _forget_all(self) -> None:
@@ -316,7 +348,7 @@ class _Builder:
             try:
                 sha1 = file_sha1(self.root / stat.path)
             except OSError as error:
-                skipped.append(Skipped(**asdict(stat), reason=f"cannot read ({error.strerror})"))
+                skipped.append(Skipped(**asdict(stat), reason=cannot_read(error)))
                 bar.update(1)
                 continue
             ref = self.known.by_hash.get(sha1)
@@ -337,7 +369,7 @@ class _Builder:
                 vectors.append(vector)
         for i, message in result.errors.items():
             decoded = fresh[hashes[i]][0]  # the file that was read; the others have the same bytes
-            skipped.extend(Skipped(**asdict(s), reason=_reason(decoded, message)) for s in fresh[hashes[i]])
+            skipped.extend(Skipped(**asdict(s), reason=skip_reason(decoded, message)) for s in fresh[hashes[i]])
             bar.update(len(fresh[hashes[i]]))
         self.report.embedded += len(result.ok)
         stacked = np.stack(vectors).astype(np.float16) if vectors else np.zeros((0, self.dim), np.float16)
@@ -445,7 +477,19 @@ def build_index(root: str | os.PathLike, out: str | os.PathLike, encoder: Encode
     out.mkdir(parents=True, exist_ok=True)
     with _locked(out):
         identity = identity or EncoderIdentity.of(encoder)
-        return _Builder(root, out, encoder, identity, config or BuildConfig()).run(files)
+        return IndexUpdate(root, out, encoder, identity, config or BuildConfig()).run(files)
+
+
+@contextlib.contextmanager
+def open_update(root: str | os.PathLike, out: str | os.PathLike, identity: EncoderIdentity, dim: int,
+                config: BuildConfig | None = None) -> Iterator[IndexUpdate]:
+    """`build_index` for another embedding engine: `out` locked, the caller runs `start`, `write_chunk`, `finish`."""
+    root, out = Path(os.path.abspath(root)), Path(os.path.abspath(out))
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder")
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out):
+        yield IndexUpdate(root, out, None, identity, config or BuildConfig(), dim)
 
 
 def read_kind_config(folder: str | os.PathLike) -> KindConfig | None:
