@@ -2,7 +2,8 @@
 
     python app.py [--gallery DIR] [--encoder SPEC] [--adapter FILE] [--port N]
 
-Without --gallery the demo photos under $HYSTAR_DATA are indexed on first start (later starts load the index).
+The page opens at once. Without --gallery the demo photos under $HYSTAR_DATA are indexed on first start, in the
+background with every core (the page and the log show the progress; later starts load the index in seconds).
 With neither (a fresh Hugging Face Space) the app starts on an empty gallery of its own that photos are uploaded to.
 Runs on the CPU, or on a GPU when there is one.
 """
@@ -34,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="interface to listen on (default 127.0.0.1; 0.0.0.0 to serve a network)")
     parser.add_argument("--index-root", type=Path, default=GALLERY_INDEX_ROOT, help="where gallery indexes live")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: cores / concurrent searches)")
+    parser.add_argument("--threads", type=int, help="torch threads for searching (default: cores / concurrent "
+                                                    "searches; indexing uses every core)")
     parser.add_argument("--concurrency", type=int, default=UiConfig.concurrency, help="searches run at once")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP view")
     parser.add_argument("--max-upload-files", type=int, default=UploadLimits.max_files,
@@ -56,16 +58,14 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
     limits = UploadLimits(max_files=args.max_upload_files, max_bytes=int(args.max_upload_mb * 2**20))
     return ServiceConfig(encoder=args.encoder, adapter=adapter_path(args), gallery=args.gallery,
                          index_root=args.index_root, device=args.device,
-                         umap=None if args.no_umap else UmapConfig(), upload_limits=limits)
+                         umap=None if args.no_umap else UmapConfig(), upload_limits=limits,
+                         threads=args.threads or max(1, (os.cpu_count() or 1) // args.concurrency))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    import torch
-
-    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) // args.concurrency))
-    try:
-        service = SearchService.open(service_config(args))
+    try:  # indexing (every core) runs in the background; the serving threads are set once it is done
+        service = SearchService.open(service_config(args), background=True)
     except (GalleryNotFoundError, FileNotFoundError, ValueError) as error:
         print(f"hystar app: {error}", file=sys.stderr)
         return 2

@@ -30,9 +30,9 @@ from .index import (
     IndexMismatchError,
     IndexNotFoundError,
     KindConfig,
-    build_index,
     open_search_encoder,
 )
+from .index.sides import Progress, build_sides
 from .io import atomic_write_bytes
 from .paths import GALLERY_INDEX_ROOT
 
@@ -96,29 +96,57 @@ def ensure_demo_index(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str | os
                       refresh: bool = False, progress: bool = True) -> GalleryIndex:
     """The gallery index for the app: loaded when it exists, else built (with progress) from `gallery_dir` or
     the demo photos. `refresh` re-scans the gallery for added, changed and deleted images."""
+    side = "adapted" if adapter_path is not None else "base"
+    return ensure_gallery_indexes(encoder_spec, gallery_dir, adapter_path, index_root, kind, refresh, progress,
+                                  sides=(side,))[side]
+
+
+def ensure_gallery_indexes(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str | os.PathLike | None = None,
+                           adapter_path: str | os.PathLike | None = None,
+                           index_root: str | os.PathLike = GALLERY_INDEX_ROOT, kind: str = "flat",
+                           refresh: bool = False, progress: bool = True, sides: tuple[str, ...] | None = None,
+                           on_progress: Progress | None = None) -> dict[str, GalleryIndex]:
+    """The base index and, with an adapter, the adapted index of the gallery: each loaded when it exists, the
+    missing ones built together in one pass per photo (`build_sides`). `on_progress(done, total)` follows it."""
     source = gallery_source(gallery_dir)
-    encoder, identity = open_search_encoder(encoder_spec, adapter_path)
-    folder = gallery_index_dir(source, identity, index_root)
-    rebuild = False
-    if not refresh:
-        try:
-            index = GalleryIndex.load(folder)
-            index.check_query(identity)
-            return index
-        except IndexNotFoundError:
-            pass
-        except IndexMismatchError:
-            rebuild = True
-        except CorruptIndexError as error:  # the app's own cache of the gallery: rebuilt, never a crash
-            print(f"{error}: rebuilding it now", file=sys.stderr)
-            rebuild = True
-    if progress:
-        print(f"indexing {source.describe()} into {folder} (once; later starts load it)", file=sys.stderr)
-    config = BuildConfig(kind=KindConfig(kind), rebuild=rebuild, progress=progress)
-    report = build_index(source.root, folder, encoder, identity, config, files=source.files)
-    if progress:
-        print(report.summary(), file=sys.stderr)
-    return GalleryIndex.load(folder)
+    sides = sides or (("base", "adapted") if adapter_path is not None else ("base",))
+    adapted, adapted_identity = (open_search_encoder(encoder_spec, adapter_path) if adapter_path is not None
+                                 else (None, None))
+    base, base_identity = open_search_encoder(encoder_spec)
+    identities = {"base": base_identity, "adapted": adapted_identity}
+    folders = {side: gallery_index_dir(source, identities[side], index_root) for side in sides}
+    loaded: dict[str, GalleryIndex] = {}
+    targets = {}
+    for side in sides:
+        rebuild = False
+        if not refresh:
+            try:
+                index = GalleryIndex.load(folders[side])
+                index.check_query(identities[side])
+                loaded[side] = index
+                continue
+            except IndexNotFoundError:
+                pass
+            except IndexMismatchError:
+                rebuild = True
+            except CorruptIndexError as error:  # the app's own cache of the gallery: rebuilt, never a crash
+                print(f"{error}: rebuilding it now", file=sys.stderr)
+                rebuild = True
+        config = BuildConfig(kind=KindConfig(kind), rebuild=rebuild, progress=progress)
+        targets[side] = (folders[side], identities[side], config)
+    if targets:
+        if progress and not refresh:
+            print(f"indexing {source.describe()} into {', '.join(str(f) for f, _, _ in targets.values())} "
+                  f"(once; later starts load it)", file=sys.stderr)
+        encoder = adapted if "adapted" in targets else base
+        reports = build_sides(source.root, targets, encoder, source.files, on_progress)
+        for side, report in reports.items():
+            if progress:
+                print(report.summary(), file=sys.stderr)
+            loaded[side] = GalleryIndex.load(folders[side])
+    elif on_progress is not None:
+        on_progress(0, 0)
+    return {side: loaded[side] for side in sides}
 
 
 # ---------------------------------------------------------------------------------------------- uploads

@@ -41,12 +41,15 @@ from .adapt import AdapterMismatchError, HystarEncoder
 from .embed import embed_pixels, embed_texts
 from .encoder import DEFAULT_ENCODER, Encoder
 from .encoder.search import open_search_encoder
-from .gallery import UploadLimitError, UploadLimits, demo_source, upload_gallery_dir
+from .gallery import UploadLimitError, UploadLimits, demo_source, gallery_source, upload_gallery_dir
 from .images import ImageError, is_blank, open_image
+from .index import GalleryIndex, Rescorer
+from .indexing import IndexingProgress, IndexingStatus
 from .online import OnlineSession, session_parameter_names
 from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
 from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
+from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
 from .spaces import Space, gallery_classes, load_spaces
 from .umap_job import ready_map, start_umap
@@ -63,6 +66,10 @@ class QueryError(ValueError):
     """A query with nothing to search for; the message is one line for the user."""
 
 
+class GalleryIndexingError(QueryError):
+    """A search or an upload while the gallery is still being indexed: "indexing: N % ..." (`IndexingStatus.line`)."""
+
+
 @dataclass(frozen=True)
 class ServiceConfig:
     encoder: str = DEFAULT_ENCODER
@@ -70,12 +77,14 @@ class ServiceConfig:
     gallery: Path | None = None        # None: the demo photos under $HYSTAR_DATA
     index_root: Path = GALLERY_INDEX_ROOT
     reranker_dir: Path = RERANKER_DIR
-    candidates: int = 100              # what the re-ranker re-scores
+    candidates: int = RERANK_DEPTH     # what the re-ranker re-scores
     umap: UmapConfig | None = field(default_factory=UmapConfig)   # None: no UMAP view
     device: str | None = None          # None: CUDA when present, else the CPU
     progress: bool = True
     online: OnlineServiceConfig | None = field(default_factory=OnlineServiceConfig)   # None: no online adaptation
     upload_limits: UploadLimits = field(default_factory=UploadLimits)   # per upload into the app-owned gallery
+    index_threads: int | None = None   # torch threads while indexing; None: every core
+    threads: int | None = None         # torch threads for serving, set once indexing is done; None: unchanged
 
 
 @dataclass
@@ -147,12 +156,15 @@ def fuse(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
 class SearchService:
     """Fused queries against a gallery, with and without style adaptation, optionally re-ranked."""
 
-    def __init__(self, encoder: Encoder, base: Space, adapter: HystarEncoder | None = None,
-                 adapted: Space | None = None, candidates: int = 100, umap: Future | UmapMap | None = None,
+    def __init__(self, encoder: Encoder, base: Space | None, adapter: HystarEncoder | None = None,
+                 adapted: Space | None = None, candidates: int = RERANK_DEPTH, umap: Future | UmapMap | None = None,
                  online: OnlineServiceConfig | None = None, config: ServiceConfig | None = None,
                  uploads: Path | None = None, umap_note: str = ""):
-        if (adapter is None) != (adapted is None):
+        """`base` None: the gallery is being indexed (`index_in_background`); searches wait for it."""
+        if base is not None and (adapter is None) != (adapted is None):
             raise ValueError("an adapted encoder and its gallery space come together")
+        self.indexing = IndexingProgress(ready=base is not None)
+        self.max_k = MAX_K
         self.encoder, self.adapter = encoder, adapter
         self._galleries = (base, adapted)  # swapped as one: a search never sees a new base beside an old adapted
         self.candidates = candidates
@@ -173,10 +185,11 @@ class SearchService:
     # -- construction -----------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, config: ServiceConfig) -> SearchService:
-        """Load the encoder, the adapter (if any), the gallery indexes (built on first use) and re-rankers;
-        UMAP is fitted (or loaded from its cache) in the background. With no gallery folder and no demo photos,
-        the gallery is the app-owned upload folder under the index root (empty at first; see `add_photos`)."""
+    def open(cls, config: ServiceConfig, background: bool = False) -> SearchService:
+        """Load the encoder, the adapter (if any), the gallery indexes (built on first use, base and adapted in one
+        pass per photo) and re-rankers; UMAP is fitted (or loaded from its cache) in the background. With no
+        gallery folder and no demo photos, the gallery is the app-owned upload folder under the index root (empty
+        at first; see `add_photos`). `background`: return at once and index in a thread (`indexing_status`)."""
         device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
         adapter = None
         if config.adapter is not None:
@@ -194,9 +207,59 @@ class SearchService:
             gallery = config.gallery
             if gallery is None or Path(os.path.abspath(Path(gallery).expanduser())) != uploads:
                 uploads = None      # the user's folder or the data set: never written to
-        base, adapted = load_spaces(config, gallery, encoder, adapter, refresh=False)
+        gallery_source(gallery)  # no such folder, no demo photos: one line now, not in the background
+        service = cls(encoder, None, adapter, None, config.candidates, None, config.online, config, uploads)
+        if background:
+            threading.Thread(target=service._index, args=(gallery,), name="gallery-indexing", daemon=True).start()
+        else:
+            service._index(gallery)
+            if service.indexing.status().error:
+                raise RuntimeError(service.indexing.status().error)
+        return service
+
+    def _index(self, gallery: Path | None) -> None:
+        """Load or build the gallery's spaces with every core, then install them and set the serving threads."""
+        config = self.config
+        try:
+            torch.set_num_threads(config.index_threads or os.cpu_count() or 1)
+            base, adapted = load_spaces(config, gallery, self.encoder, self.adapter, refresh=False,
+                                        on_progress=self.indexing.update)
+        except Exception as error:  # noqa: BLE001 - the page and searches say it; the log has the traceback
+            log.exception("indexing the gallery failed")
+            self.indexing.fail(f"{type(error).__name__}: {error}")
+            return
+        finally:
+            if config.threads:
+                torch.set_num_threads(config.threads)
         umap, note = start_umap(config.umap, base)
-        return cls(encoder, base, adapter, adapted, config.candidates, umap, config.online, config, uploads, note)
+        with self._online_lock:
+            self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
+        self.indexing.finish(len(base.index))
+
+    def indexing_status(self) -> IndexingStatus:
+        """Where the gallery's indexing stands: done / total images, seconds left, ready, error."""
+        return self.indexing.status()
+
+    def _require_ready(self) -> None:
+        status = self.indexing.status()
+        if not status.ready:
+            raise GalleryIndexingError(status.line() if status.error else
+                                       f"{status.line()}; search again once it is done")
+
+    @classmethod
+    def over_index(cls, index: GalleryIndex, encoder: Encoder, adapter: HystarEncoder | None = None,
+                   reranker: Rescorer | None = None, candidates: int = RERANK_DEPTH) -> SearchService:
+        """The service over one index folder (`hystar search`): with `adapter`, adapted queries search it
+        (`SearchResponse.adapted`) and base queries too (`.base`, the "no adaptation" ablation); else base queries.
+        No UMAP, no online adaptation, no uploads."""
+        space = Space("index", index, [""] * len(index), reranker,
+                      "" if reranker is not None else "no re-ranker was asked for (--rerank)")
+        config = ServiceConfig(encoder=index.meta.encoder["spec"], umap=None, online=None, candidates=candidates,
+                               progress=False)
+        service = cls(encoder, space, adapter, space if adapter is not None else None, candidates, None, None,
+                      config)
+        service.max_k = max(len(index), 1)
+        return service
 
     # -- adding photos ------------------------------------------------------------------------------
 
@@ -213,6 +276,7 @@ class SearchService:
                              "folder or the demo data")
         if not files:
             raise QueryError("nothing to add: choose photos or a .zip archive of photos")
+        self._require_ready()
         with self._add_lock:
             before = {entry.path for entry in self.base.index.entries}
             reindex = lambda: load_spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True)
@@ -233,7 +297,12 @@ class SearchService:
     # -- state --------------------------------------------------------------------------------------
 
     @property
-    def base(self) -> Space:
+    def ready(self) -> bool:
+        return self.indexing.status().ready
+
+    @property
+    def base(self) -> Space | None:
+        """The base side; None while the gallery is being indexed."""
         return self._galleries[0]
 
     @property
@@ -250,7 +319,8 @@ class SearchService:
 
     @property
     def spaces(self) -> list[Space]:
-        return [self.base] + ([self.adapted] if self.adapted is not None else [])
+        base, adapted = self._galleries
+        return [space for space in (base, adapted) if space is not None]
 
     @property
     def can_online(self) -> bool:
@@ -262,7 +332,8 @@ class SearchService:
 
     @property
     def gallery_size(self) -> int:
-        return len(self.base.index)
+        base = self.base
+        return 0 if base is None else len(base.index)
 
     def umap_map(self, timeout: float | None = 0.0) -> UmapMap | None:
         """The fitted map; None while it is being fitted (waits up to `timeout` seconds, None: for ever)."""
@@ -277,9 +348,10 @@ class SearchService:
         """Top-k for `query` in the base space and, when asked and available, the adapted space.
         With `query.online`, `user`'s online session embeds (and adapts to) the query's images.
         Raises `QueryError` (nothing to search for) or `ImageError` (an image that cannot be read)."""
+        self._require_ready()
         if self.gallery_size == 0:
             raise QueryError(EMPTY_GALLERY)
-        k = int(min(max(query.k, 1), MAX_K))
+        k = int(min(max(query.k, 1), self.max_k))
         base_space, adapted_space = self._galleries
         adapt = query.adapt and self.adapter is not None
         notes = []
@@ -476,6 +548,7 @@ def default_adapter() -> Path | None:
     return DEFAULT_ADAPTER if DEFAULT_ADAPTER.is_file() else None
 
 
-__all__ = ["AddReport", "AdapterMismatchError", "DEFAULT_ADAPTER", "EMPTY_GALLERY", "ImageError", "MAX_K",
+__all__ = ["AddReport", "AdapterMismatchError", "DEFAULT_ADAPTER", "EMPTY_GALLERY", "GalleryIndexingError",
+           "ImageError", "IndexingStatus", "MAX_K", "RERANK_DEPTH",
            "OnlineServiceConfig", "OnlineSessions", "OnlineStatus", "Query", "QueryError", "Result", "SearchResponse",
            "SearchService", "ServiceConfig", "Space", "TrackedSession", "default_adapter", "fuse", "gallery_classes"]

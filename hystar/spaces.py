@@ -9,8 +9,9 @@ from pathlib import Path
 from .data import DATASETS, DataNotFoundError, load_dataset
 from .encoder import Encoder
 from .encoder.search import SearchEncoder
-from .gallery import ensure_demo_index
+from .gallery import ensure_gallery_indexes
 from .index import GalleryIndex, Rescorer
+from .index.sides import Progress
 from .rerank import NoRerankerError, load_default_reranker
 
 
@@ -52,14 +53,13 @@ def load_space(name: str, index: GalleryIndex, fingerprint: str, reranker_dir: P
 
 
 def load_spaces(config, gallery: Path | None, encoder: Encoder, adapter: SearchEncoder | None,
-                refresh: bool) -> tuple[Space, Space | None]:
-    """The base space and, with an adapter, the adapted one, of `gallery` (loaded, else built; `refresh`: extended
-    with the images added since, through `ensure_demo_index`)."""
-    base_index = ensure_demo_index(config.encoder, gallery, None, config.index_root, refresh=refresh,
-                                   progress=config.progress)
-    base = load_space("base", base_index, encoder.fingerprint, config.reranker_dir)
+                refresh: bool, on_progress: Progress | None = None) -> tuple[Space, Space | None]:
+    """The base space and, with an adapter, the adapted one, of `gallery`: loaded, else built in one pass per photo
+    (`refresh`: extended with the images added since), through `ensure_gallery_indexes`."""
+    indexes = ensure_gallery_indexes(config.encoder, gallery, config.adapter if adapter is not None else None,
+                                     config.index_root, refresh=refresh, progress=config.progress,
+                                     on_progress=on_progress)
+    base = load_space("base", indexes["base"], encoder.fingerprint, config.reranker_dir)
     if adapter is None:
         return base, None
-    adapted_index = ensure_demo_index(config.encoder, gallery, config.adapter, config.index_root, refresh=refresh,
-                                      progress=config.progress)
-    return base, load_space("adapted", adapted_index, adapter.fingerprint, config.reranker_dir)
+    return base, load_space("adapted", indexes["adapted"], adapter.fingerprint, config.reranker_dir)

@@ -25,8 +25,8 @@ from PIL import Image
 from .images import MAX_BYTES, ImageError
 from .io import temp_path
 from .paths import EXAMPLES_DIR
-from .service import MAX_K, OnlineStatus, Query, QueryError, Result, SearchResponse, SearchService
-from .views import delta_figure, umap_figure
+from .service import MAX_K, GalleryIndexingError, OnlineStatus, Query, QueryError, Result, SearchResponse, SearchService
+from .views import DELTA_HELP, delta_figure, umap_figure
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,10 @@ class UiConfig:
 # ---------------------------------------------------------------------------------------------- text
 
 def header(service: SearchService, title: str = UiConfig.title) -> str:
+    if service.base is None:
+        return (f"## {title}\n\nDraw a sketch, upload a painting or a low-res shot, type a text, or combine them: "
+                f"Hystar adapts the image encoder to the query's style before searching.\n\nGallery: being "
+                f"indexed (once; later starts load it) · encoder `{service.config.encoder}`")
     meta = service.base.index.meta
     adapt = "available" if service.can_adapt else "unavailable (no trained adapter)"
     rerank = "available" if service.can_rerank else "unavailable (no QuARI re-ranker trained for this encoder)"
@@ -65,6 +69,31 @@ def header(service: SearchService, title: str = UiConfig.title) -> str:
     if service.gallery_size == 0:
         lines.append(f"**{NO_GALLERY}**")
     return "\n\n".join(lines)
+
+
+def indexing_line(service: SearchService) -> str:
+    """The page's progress line: images done / total and time left while indexing, nothing once ready."""
+    status = service.indexing_status()
+    if status.ready:
+        return ""
+    bar = "█" * (status.percent // 5) + "░" * (20 - status.percent // 5)
+    return f"{'⚠' if status.error else '⏳'} `{bar}` {status.line()}"
+
+
+def make_tick(service: SearchService, title: str):
+    """The timer's refresh while the gallery is indexed; once it is ready, the header, re-rank box and UMAP too,
+    and the timer stops."""
+    def tick():
+        status = service.indexing_status()
+        if not status.ready and not status.error:
+            return indexing_line(service), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        rerank = gr.Checkbox(interactive=service.can_rerank,
+                             info=None if service.can_rerank else "unavailable: no QuARI re-ranker is trained for "
+                                                                    "this encoder")
+        return (indexing_line(service), header(service, title), rerank, umap_view(service, None),
+                gr.Timer(active=False))
+
+    return tick
 
 
 def status_line(response: SearchResponse) -> str:
@@ -215,6 +244,9 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
                           adapt=bool(adapt), rerank=bool(rerank), online=bool(online))
             response = service.search(query, user=_user(request))
             base, adapted = _gallery(response.base, served), _gallery(response.adapted, served)
+        except GalleryIndexingError as error:  # not a fault: the gallery is being indexed
+            gr.Info(str(error), duration=4)
+            return (f"⏳ {error}",) + (gr.skip(),) * 6
         except (QueryError, ImageError) as error:
             return _warn(str(error))
         except Exception:  # noqa: BLE001 - logged here; the user gets one line, never a traceback
@@ -237,7 +269,7 @@ def _user(request: gr.Request | None) -> str | None:
 
 def make_add(service: SearchService, title: str):
     """Uploaded photos and .zip archives into the app-owned gallery (all the work is `SearchService.add_photos`)."""
-    def add(files):
+    def add(files, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's way: the indexer's tqdm bar
         paths = [f.get("path") if isinstance(f, dict) else f for f in files or []]
         try:
             report = service.add_photos([path for path in paths if path])
@@ -361,6 +393,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
     gr.set_static_paths([str(results.folder), *(path for path, _ in examples)])
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
         title = gr.Markdown(header(service, config.title))
+        indexing = gr.Markdown(indexing_line(service), elem_id="indexing")
+        timer = gr.Timer(1.0, active=not service.ready)
         paths = gr.State({"base": [], "adapted": []})
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=380):
@@ -416,7 +450,9 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                                                  allow_preview=False, visible=service.can_adapt,
                                                  elem_id="adapted-results")
                 with gr.Row():
-                    delta_plot = gr.Plot(delta_view(service, None), label="ΔS per layer", elem_id="delta-plot")
+                    with gr.Column():
+                        delta_plot = gr.Plot(delta_view(service, None), label="ΔS per block", elem_id="delta-plot")
+                        gr.Markdown(f"<small>{DELTA_HELP}</small>", elem_id="delta-help")
                     umap_plot = gr.Plot(umap_view(service, None), label="style shift (UMAP)",
                                         elem_id="umap-plot")
                 with gr.Accordion("details", open=False):
@@ -442,6 +478,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
         add_button.click(make_add(service, config.title), [add_files], [add_status, title, add_files, umap_plot],
                          api_name="add_photos")
         demo.unload(make_forget_online(service))
+        timer.tick(make_tick(service, config.title), None, [indexing, title, rerank, umap_plot, timer],
+                   api_visibility="private", show_progress="hidden")
     return demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
 
 

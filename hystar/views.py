@@ -36,6 +36,13 @@ from .io import atomic_write_bytes
 os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
 
 PALETTE = qualitative.Plotly + qualitative.D3 + qualitative.Set2
+DELTA_TITLES = ("ΔS · attention (this query)", "δs · MLP (static)")
+DELTA_AXIS = "‖ΔS‖ / ‖S‖ of the block's layer, %"
+DELTA_HELP = ("Bars: how far the adapter moves each block's singular values S, as ‖ΔS‖ over ‖S‖ of that layer "
+              "(100 % = a shift as large as the weights' own spectrum); left per query image, right the same for "
+              "every query.")
+UMAP_BASE = "query · base encoder (no adaptation)"
+UMAP_ADAPTED = "query · Hystar-adapted (arrow: its style shift)"
 LEGEND_CLASSES = 12           # more classes than this: colours without a legend, names on hover
 FIGURE_HEIGHT = 400
 UMAP_CACHE_VERSION = 1
@@ -80,8 +87,9 @@ def delta_figure(explanations: Sequence[Explanation], offsets: Sequence[MlpOffse
     """Dynamic ΔS per adapted attention layer (one bar per query image), static MLP offsets per block."""
     if not explanations and not offsets:
         return _message(note or "no ΔS for this query")
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.12,
-                        subplot_titles=("ΔS of attention (this query)", "static MLP offsets"))
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.5, 0.5], horizontal_spacing=0.2,
+                        subplot_titles=DELTA_TITLES)
+    fig.update_annotations(font_size=12)  # the two subplot titles: short, each over its own panel
     for number, explanation in enumerate(explanations):
         layers = explanation.layers
         fig.add_trace(go.Bar(
@@ -97,7 +105,7 @@ def delta_figure(explanations: Sequence[Explanation], offsets: Sequence[MlpOffse
             name=f"δs · {layer}", marker_color=PALETTE[len(explanations) + number + 2],
             hovertext=[f"‖δs‖ = {offset.norm:.4f}" for offset in rows], hoverinfo="text+name+y",
         ), row=1, col=2)
-    fig.update_yaxes(title_text="% of ‖S‖", rangemode="tozero")
+    fig.update_yaxes(title_text=DELTA_AXIS, title_font_size=11, rangemode="tozero")
     fig.update_layout(barmode="group", height=FIGURE_HEIGHT, margin=dict(l=50, r=10, t=60, b=40),
                       legend=dict(orientation="h", y=-0.15), template="plotly_white")
     if note:
@@ -315,13 +323,13 @@ def umap_figure(projection: UmapMap | None, placement: Placement | None = None, 
 
 def _add_query(fig: go.Figure, placement: Placement) -> None:
     bx, by = placement.base
-    fig.add_trace(go.Scatter(x=[bx], y=[by], mode="markers+text", name="query (base)", text=["base"],
+    fig.add_trace(go.Scatter(x=[bx], y=[by], mode="markers+text", name=UMAP_BASE, text=["base"],
                              textposition="bottom center", hoverinfo="name",
                              marker=dict(size=15, symbol="circle-open", color="#222", line=dict(width=3))))
     if placement.adapted is None:
         return
     ax, ay = placement.adapted
-    fig.add_trace(go.Scatter(x=[ax], y=[ay], mode="markers+text", name="query (adapted)", text=["adapted"],
+    fig.add_trace(go.Scatter(x=[ax], y=[ay], mode="markers+text", name=UMAP_ADAPTED, text=["adapted"],
                              textposition="top center", hoverinfo="name",
                              marker=dict(size=17, symbol="star", color="#d62728", line=dict(width=1, color="#222"))))
     fig.add_annotation(x=ax, y=ay, ax=bx, ay=by, xref="x", yref="y", axref="x", ayref="y", text="",

@@ -39,7 +39,16 @@ from hystar.service import (
     gallery_classes,
 )
 from hystar.ui import build_app, launch
-from hystar.views import UmapMap, delta_figure, umap_cache_path, umap_figure, umap_key
+from hystar.views import (
+    DELTA_TITLES,
+    UMAP_ADAPTED,
+    UMAP_BASE,
+    UmapMap,
+    delta_figure,
+    umap_cache_path,
+    umap_figure,
+    umap_key,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "assets" / "examples"
@@ -330,6 +339,11 @@ def test_the_delta_chart_has_a_bar_per_layer_and_query_image_and_the_static_offs
     bars = {trace.name: list(trace.x) for trace in figure.data}
     assert bars["ΔS · sketch"] == bars["ΔS · image"] == ["block 1", "block 2", "block 3"]
     assert bars["δs · c_fc"] == bars["δs · c_proj"] == [f"block {b}" for b in range(4)]
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles[:2] == list(DELTA_TITLES)  # one title per panel, each over its own half
+    left, right = figure.layout.xaxis.domain, figure.layout.xaxis2.domain
+    assert right[0] - left[1] >= 0.15
+    assert "‖S‖" in figure.layout.yaxis.title.text and "%" in figure.layout.yaxis.title.text
 
 
 @needs_data
@@ -337,7 +351,8 @@ def test_the_umap_view_joins_base_and_adapted_query_by_an_arrow(service):
     response = service.search(Query(image=EXAMPLES / "painting_guitar.jpg"))
     figure = umap_figure(service.umap_map(), response.placement)
     names = [trace.name for trace in figure.data]
-    assert "query (base)" in names and "query (adapted)" in names and "guitar" in names
+    assert UMAP_BASE in names and UMAP_ADAPTED in names and "guitar" in names
+    assert "base encoder" in UMAP_BASE and "adapted" in UMAP_ADAPTED
     [arrow] = [a for a in figure.layout.annotations if a.showarrow]
     assert (arrow.ax, arrow.ay) == response.placement.base and (arrow.x, arrow.y) == response.placement.adapted
 

@@ -82,3 +82,52 @@ def test_selecting_a_result_searches_with_it(page):
     page.wait_for_function("document.querySelector('#base-results').innerText.includes('· 1.00')",
                            timeout=30_000)  # the chosen photo finds itself first
     assert page.locator("#upload img").count() == 1  # and is shown as the query image
+
+
+@pytest.fixture(scope="module")
+def indexing_app(tmp_path_factory):
+    """app.py on a fresh index root and a gallery of 600 generated photos: the page is up while it indexes."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import make_gallery
+    from test_app import free_port, wait_for_server
+
+    base = tmp_path_factory.mktemp("indexing-app")
+    make_gallery(base / "photos", 600)
+    port = free_port()
+    command = [sys.executable, str(Path(__file__).resolve().parent.parent / "app.py"), "--gallery",
+               str(base / "photos"), "--index-root", str(base / "index"), "--port", str(port), "--no-umap"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    try:
+        yield wait_for_server(process, port)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_sketch_while_the_gallery_is_indexed_says_indexing_then_gets_results(indexing_app):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1200})
+        page.goto(indexing_app)
+        page.wait_for_selector("#sketch canvas", timeout=30_000)
+        page.wait_for_function("document.querySelector('#indexing').innerText.includes('indexing')",
+                               timeout=30_000)  # the progress line, refreshed by the page's timer
+        draw(page, [HOUSE, DOOR])
+        page.locator("#search").click()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('indexing:')",
+                               timeout=30_000)
+        status = page.locator("#status").inner_text()
+        assert "%" in status and "⚠" not in status and "Error" not in status
+        page.wait_for_function("!document.querySelector('#indexing').innerText.includes('indexing')",
+                               timeout=600_000)  # done: the line clears
+        page.locator("#search").click()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('results')", timeout=60_000)
+        assert "for sketch" in page.locator("#status").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app-indexing-then-search.png"), full_page=True)
+        browser.close()

@@ -15,6 +15,7 @@ from ..eval.compare import models_to_compare, render_report, run_eval
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
 from ..online import PARAMETER_SETS, OnlineConfig
 from ..paths import RERANKER_DIR
+from ..rerank import RERANK_DEPTH
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-base", action="store_true", help="leave the unadapted encoder out")
     parser.add_argument("--rerank", choices=("none", "quari"), default="none",
                         help="also each model re-ranked by its QuARI (trained with `hystar train-quari`)")
-    parser.add_argument("--top-k", type=int, default=1000, help="candidates re-ranked per query")
+    parser.add_argument("--top-k", "--depth", dest="top_k", type=int, default=RERANK_DEPTH,
+                        help=f"candidates re-ranked per query (default {RERANK_DEPTH}, as in the app and `hystar "
+                             f"search`; the README's QuARI figures were measured at 1000)")
     parser.add_argument("--quari-dir", type=Path, default=RERANKER_DIR, help="where to look for QuARI checkpoints")
     parser.add_argument("--quari-blend", type=float, nargs="+", metavar="B",
                         help="re-rank with blend B (QuARI's share of the score) instead of the checkpoint's; "

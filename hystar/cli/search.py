@@ -1,4 +1,5 @@
-"""`hystar index` and `hystar search`: thin wrappers over `hystar.index`.
+"""`hystar index` and `hystar search`: thin wrappers over `hystar.index` and, for searching, the app's own
+`SearchService` (`SearchService.over_index`), so one query gives the same top-k in the app, the API and here.
 
 Options left out on a re-run (encoder, adapter, kind) are taken from the index's meta.json.
 
@@ -14,7 +15,6 @@ import argparse
 import json
 from pathlib import Path
 
-from ..embed import embed_image, embed_texts
 from ..encoder import DEFAULT_ENCODER, Encoder
 from ..encoder.search import EncoderIdentity, open_search_encoder
 from ..index import (
@@ -30,6 +30,9 @@ from ..index import (
     build_index,
     load_named_reranker,
 )
+from ..index.sides import build_sides
+from ..rerank import RERANK_DEPTH
+from ..service import Query, QueryError, SearchService
 
 SKIPPED_SHOWN = 20
 
@@ -58,8 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ray.add_argument("--address", help="Ray cluster: auto, ray://HOST:10001 (default: RAY_ADDRESS, else a local Ray)")
     ray.add_argument("--workers", type=int, help="embedding actors (default 1)")
     ray.add_argument("--gpus-per-worker", type=float, help="GPUs per actor (default: 1 when the cluster has GPUs)")
-    ray.add_argument("--base-out", type=Path, help="with --adapter: also write the base encoder's index there, "
-                                                   "from the same pass")
+    index.add_argument("--base-out", type=Path, help="with --adapter: also write the base encoder's index there, "
+                                                     "from the same pass (one decode and trunk pass per photo)")
     index.set_defaults(func=run_index)
 
     search = subparsers.add_parser("search", help="search an index by text or image",
@@ -72,7 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--adapter", type=Path, help="adapter file (default: the index's, if any)")
     search.add_argument("--no-adapt", action="store_true", help="embed the query with the base encoder")
     search.add_argument("--rerank", choices=RERANKERS, help="re-rank the top candidates")
-    search.add_argument("--candidates", type=int, default=100, help="candidates the re-ranker sees")
+    search.add_argument("--candidates", type=int, default=RERANK_DEPTH,
+                        help=f"candidates the re-ranker sees (default {RERANK_DEPTH}, as in the app)")
     search.add_argument("-k", type=int, default=10, help="results to show")
     search.add_argument("--json", action="store_true")
     search.set_defaults(func=run_search)
@@ -113,13 +117,18 @@ def run_index(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace, encoder: Encoder, identity: EncoderIdentity,
            config: BuildConfig) -> list[BuildReport]:
-    ray_options = {"--address": args.address, "--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker,
-                   "--base-out": args.base_out}
+    ray_options = {"--address": args.address, "--workers": args.workers, "--gpus-per-worker": args.gpus_per_worker}
+    if args.base_out is not None and identity.adapter_fingerprint is None:
+        raise ValueError("--base-out writes the base encoder's index beside an adapted one: it needs --adapter")
     if args.engine == "local":
         given = [name for name, value in ray_options.items() if value is not None]
         if given:
             raise ValueError(f"{given[0]} is an option of --engine ray")
-        return [build_index(args.dir, args.out, encoder, identity, config)]
+        if args.base_out is None:
+            return [build_index(args.dir, args.out, encoder, identity, config)]
+        targets = {"adapted": (args.out, identity, config),
+                   "base": (args.base_out, EncoderIdentity.of(encoder.base, identity.spec), config)}
+        return list(build_sides(args.dir, targets, encoder).values())  # one pass per photo for both
     from ..index.ray_engine import RayConfig, build_index_ray
 
     ray_config = RayConfig(address=args.address, workers=args.workers or 1, gpus_per_worker=args.gpus_per_worker)
@@ -142,18 +151,22 @@ def run_search(args: argparse.Namespace) -> int:
     adapter = None if args.no_adapt else args.adapter or (index.meta.adapter or {}).get("path")
     encoder, identity = open_search_encoder(spec, adapter)
     index.check_query(identity, query_only=args.no_adapt)
-    if args.text is not None:
-        vector = embed_texts(encoder, [args.text])[0]
-    else:
-        vector = embed_image(encoder, args.image)
     reranker = load_named_reranker(args.rerank, encoder.fingerprint) if args.rerank else None
-    hits = index.hits(index.search(vector, args.k, reranker=reranker, candidates=args.candidates))
+    adapted = identity.adapter_fingerprint is not None
+    service = SearchService.over_index(index, encoder.base, encoder if adapted else None, reranker, args.candidates)
+    query = Query(text=args.text or "", image=args.image, k=args.k, adapt=adapted, rerank=reranker is not None)
+    hits = []
+    if len(index):
+        try:
+            response = service.search(query, place=False)
+        except QueryError as error:
+            raise ValueError(str(error)) from None
+        hits = response.adapted if adapted else response.base
     if args.json:
-        query = {"text": args.text} if args.text is not None else {"image": str(args.image)}
-        print(json.dumps({"index": str(args.index), "query": query, "adapted": identity.adapter_fingerprint
-                          is not None, "rerank": args.rerank,
+        asked = {"text": args.text} if args.text is not None else {"image": str(args.image)}
+        print(json.dumps({"index": str(args.index), "query": asked, "adapted": adapted, "rerank": args.rerank,
                           "results": [{"rank": h.rank, "score": round(h.score, 6), "path": str(h.path),
-                                       "relpath": h.relpath} for h in hits]}, indent=2))
+                                       "relpath": h.name} for h in hits]}, indent=2))
         return 0
     if not hits:
         print(f"no results: {args.index} holds no images")

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from ..data import PROMPT, Dataset, Item, class_name
 from ..embed import embed_features, embed_texts
 from ..features import View, dataset_features, trunk_features
+from ..rerank import RERANK_DEPTH
 from ..synthetic import SYNTHETIC_STYLES
 from .metrics import relevance, retrieval_metrics, zero_shot_accuracy
 
@@ -59,7 +60,7 @@ class EffNetPooled(torch.nn.Module):
 class Reranked:
     """A model whose top-k gallery candidates per query are re-scored by a re-ranker (e.g. QuARI)."""
 
-    def __init__(self, model, reranker, top_k: int = 1000):
+    def __init__(self, model, reranker, top_k: int = RERANK_DEPTH):
         self.model, self.reranker, self.top_k = model, reranker, top_k
         self.name = f"{getattr(model, 'name', 'model')}+rerank"
 

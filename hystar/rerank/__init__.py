@@ -7,6 +7,7 @@ Training (`train_quari` on cached embeddings, semi-positive mining) is `hystar.t
 
 from .model import QuARI, QuARIConfig, effective_query, explicit_matrix, transform
 from .reranker import (
+    RERANK_DEPTH,
     Adaptation,
     NoRerankerError,
     QuARIMismatchError,
@@ -18,6 +19,7 @@ from .reranker import (
 )
 
 __all__ = [
-    "Adaptation", "NoRerankerError", "QuARI", "QuARIConfig", "QuARIMismatchError", "Reranker", "default_path",
+    "Adaptation", "NoRerankerError", "QuARI", "QuARIConfig", "QuARIMismatchError", "RERANK_DEPTH", "Reranker",
+    "default_path",
     "effective_query", "explicit_matrix", "load_default_reranker", "load_reranker", "save_reranker", "transform",
 ]

@@ -26,6 +26,7 @@ from ..ranking import top_k
 from .model import QuARI, QuARIConfig, effective_query, transformed_norms
 
 METADATA_KEY = "hystar-quari"
+RERANK_DEPTH = 100            # candidates re-ranked per query: the app, `hystar search` and `hystar eval` default
 BLOCK_ROWS = 16384            # 16k float32 rows of 384 to 512: a block that stays in cache
 ROW_NORM_BOUND = 1.01         # gallery rows are L2-normalised; float16 storage moves them by < 1e-3
 
