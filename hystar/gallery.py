@@ -18,6 +18,7 @@ import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from .data import DATA_ENV, DATASETS, DataNotFoundError, data_root, load_dataset, merged_photos
 from .encoder import DEFAULT_ENCODER
@@ -105,9 +106,10 @@ def ensure_gallery_indexes(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str
                            adapter_path: str | os.PathLike | None = None,
                            index_root: str | os.PathLike = GALLERY_INDEX_ROOT, kind: str = "flat",
                            refresh: bool = False, progress: bool = True, sides: tuple[str, ...] | None = None,
-                           on_progress: Progress | None = None) -> dict[str, GalleryIndex]:
+                           on_progress: Progress | None = None, embedder: Any = None) -> dict[str, GalleryIndex]:
     """The base index and, with an adapter, the adapted index of the gallery: each loaded when it exists, the
-    missing ones built together in one pass per photo (`build_sides`). `on_progress(done, total)` follows it."""
+    missing ones built together in one pass per photo (`build_sides`). `on_progress(done, total)` follows it.
+    `embedder`: the search encoder that embeds (e.g. the service's copy on its GPU; default the shared one)."""
     source = gallery_source(gallery_dir)
     sides = sides or (("base", "adapted") if adapter_path is not None else ("base",))
     adapted, adapted_identity = (open_search_encoder(encoder_spec, adapter_path) if adapter_path is not None
@@ -138,7 +140,7 @@ def ensure_gallery_indexes(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str
         if progress and not refresh:
             print(f"indexing {source.describe()} into {', '.join(str(f) for f, _, _ in targets.values())} "
                   f"(once; later starts load it)", file=sys.stderr)
-        encoder = adapted if "adapted" in targets else base
+        encoder = embedder or (adapted if "adapted" in targets else base)
         reports = build_sides(source.root, targets, encoder, source.files, on_progress)
         for side, report in reports.items():
             if progress:

@@ -207,24 +207,27 @@ class SearchService:
             gallery = config.gallery
             if gallery is None or Path(os.path.abspath(Path(gallery).expanduser())) != uploads:
                 uploads = None      # the user's folder or the data set: never written to
-        gallery_source(gallery)  # no such folder, no demo photos: one line now, not in the background
+        if gallery is not None:
+            gallery_source(gallery)  # no such folder: one line now, not from the background
         service = cls(encoder, None, adapter, None, config.candidates, None, config.online, config, uploads)
         if background:
-            threading.Thread(target=service._index, args=(gallery,), name="gallery-indexing", daemon=True).start()
+            threading.Thread(target=service._index, args=(gallery, True), name="gallery-indexing",
+                             daemon=True).start()
         else:
-            service._index(gallery)
-            if service.indexing.status().error:
-                raise RuntimeError(service.indexing.status().error)
+            service._index(gallery, False)
         return service
 
-    def _index(self, gallery: Path | None) -> None:
-        """Load or build the gallery's spaces with every core, then install them and set the serving threads."""
+    def _index(self, gallery: Path | None, background: bool) -> None:
+        """Load or build the gallery's spaces with every core, then install them and set the serving threads.
+        In the background a failure is kept in the indexing state (searches and the page say it); else raised."""
         config = self.config
         try:
             torch.set_num_threads(config.index_threads or os.cpu_count() or 1)
             base, adapted = load_spaces(config, gallery, self.encoder, self.adapter, refresh=False,
                                         on_progress=self.indexing.update)
         except Exception as error:  # noqa: BLE001 - the page and searches say it; the log has the traceback
+            if not background:
+                raise
             log.exception("indexing the gallery failed")
             self.indexing.fail(f"{type(error).__name__}: {error}")
             return

@@ -58,7 +58,7 @@ def load_spaces(config, gallery: Path | None, encoder: Encoder, adapter: SearchE
     (`refresh`: extended with the images added since), through `ensure_gallery_indexes`."""
     indexes = ensure_gallery_indexes(config.encoder, gallery, config.adapter if adapter is not None else None,
                                      config.index_root, refresh=refresh, progress=config.progress,
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, embedder=adapter or encoder)
     base = load_space("base", indexes["base"], encoder.fingerprint, config.reranker_dir)
     if adapter is None:
         return base, None

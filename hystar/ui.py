@@ -269,7 +269,7 @@ def _user(request: gr.Request | None) -> str | None:
 
 def make_add(service: SearchService, title: str):
     """Uploaded photos and .zip archives into the app-owned gallery (all the work is `SearchService.add_photos`)."""
-    def add(files, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 - gradio's way: the indexer's tqdm bar
+    def add(files):
         paths = [f.get("path") if isinstance(f, dict) else f for f in files or []]
         try:
             report = service.add_photos([path for path in paths if path])

@@ -24,15 +24,21 @@ pytestmark = [pytest.mark.slow, needs_data,
 
 
 @pytest.fixture(scope="module")
-def page(app_url):  # noqa: F811 - the fixture imported above
+def browser():
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1200})
-        page.goto(app_url)
-        page.wait_for_selector("#sketch canvas", timeout=30_000)
-        yield page
+        yield browser
         browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser, app_url):  # noqa: F811 - the fixture imported above
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.goto(app_url)
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    yield page
+    page.close()
 
 
 def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
@@ -86,7 +92,7 @@ def test_selecting_a_result_searches_with_it(page):
 
 @pytest.fixture(scope="module")
 def indexing_app(tmp_path_factory):
-    """app.py on a fresh index root and a gallery of 600 generated photos: the page is up while it indexes."""
+    """app.py on a fresh index root and a gallery of 2 500 small generated photos: the page is up while it indexes."""
     import os
     import subprocess
     import sys
@@ -95,7 +101,7 @@ def indexing_app(tmp_path_factory):
     from test_app import free_port, wait_for_server
 
     base = tmp_path_factory.mktemp("indexing-app")
-    make_gallery(base / "photos", 600)
+    make_gallery(base / "photos", 2500)  # over a minute of indexing even on an idle machine
     port = free_port()
     command = [sys.executable, str(Path(__file__).resolve().parent.parent / "app.py"), "--gallery",
                str(base / "photos"), "--index-root", str(base / "index"), "--port", str(port), "--no-umap"]
@@ -108,26 +114,23 @@ def indexing_app(tmp_path_factory):
         process.wait(timeout=30)
 
 
-def test_a_sketch_while_the_gallery_is_indexed_says_indexing_then_gets_results(indexing_app):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1600, "height": 1200})
-        page.goto(indexing_app)
-        page.wait_for_selector("#sketch canvas", timeout=30_000)
-        page.wait_for_function("document.querySelector('#indexing').innerText.includes('indexing')",
-                               timeout=30_000)  # the progress line, refreshed by the page's timer
-        draw(page, [HOUSE, DOOR])
-        page.locator("#search").click()
-        page.wait_for_function("document.querySelector('#status').innerText.includes('indexing:')",
-                               timeout=30_000)
-        status = page.locator("#status").inner_text()
-        assert "%" in status and "⚠" not in status and "Error" not in status
-        page.wait_for_function("!document.querySelector('#indexing').innerText.includes('indexing')",
-                               timeout=600_000)  # done: the line clears
-        page.locator("#search").click()
-        page.wait_for_function("document.querySelector('#status').innerText.includes('results')", timeout=60_000)
-        assert "for sketch" in page.locator("#status").inner_text()
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "app-indexing-then-search.png"), full_page=True)
-        browser.close()
+def test_a_sketch_while_the_gallery_is_indexed_says_indexing_then_gets_results(browser, indexing_app):
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.goto(indexing_app)
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    page.wait_for_function("document.querySelector('#indexing').innerText.includes('indexing')",
+                           timeout=30_000)  # the progress line, refreshed by the page's timer
+    draw(page, [HOUSE, DOOR])
+    page.locator("#search").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('%')", timeout=60_000)
+    status = page.locator("#status").inner_text()
+    assert "indexing:" in status, (status, page.locator("#indexing").inner_text())
+    assert "%" in status and "⚠" not in status and "Error" not in status
+    page.wait_for_function("!document.querySelector('#indexing').innerText.includes('indexing')",
+                           timeout=600_000)  # done: the line clears
+    page.locator("#search").click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('results')", timeout=60_000)
+    assert "for sketch" in page.locator("#status").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-indexing-then-search.png"), full_page=True)
+    page.close()
