@@ -17,6 +17,7 @@ from pathlib import Path
 from ..embed import embed_image, embed_texts
 from ..encoder import DEFAULT_ENCODER
 from ..encoder.search import open_search_encoder
+from ..images import open_image
 from ..index import (
     KINDS,
     REPORT,
@@ -29,6 +30,7 @@ from ..index import (
     build_index,
     load_named_reranker,
 )
+from ..sketch import prepare_query
 
 SKIPPED_SHOWN = 20
 
@@ -112,7 +114,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.text is not None:
         vector = embed_texts(encoder, [args.text])[0]
     else:
-        vector = embed_image(encoder, args.image)
+        vector = embed_image(encoder, prepare_query(open_image(args.image)))  # line drawings as the service has them
     reranker = load_named_reranker(args.rerank, encoder.fingerprint) if args.rerank else None
     hits = index.hits(index.search(vector, args.k, reranker=reranker, candidates=args.candidates))
     if args.json:
