@@ -1,6 +1,7 @@
 """Frozen-trunk features computed once and cached on disk, so training runs on the CPU in minutes.
 
-A *view* is one image as the encoder sees it: a file, optionally re-rendered in a synthetic style. A *feature set*
+A *view* is one image as the encoder sees it: a file, optionally re-rendered in a view style (a
+synthetic style, drawn on the canvas, normalised as a sketch query: `hystar.synthetic_canvas`). A *feature set*
 is a named list of views; its trunk features are stored as one float16 array, written in resumable chunks.
 """
 
@@ -24,7 +25,7 @@ from .encoder import Encoder
 from .images import open_image
 from .io import atomic_open
 from .paths import DEFAULT_CACHE
-from .synthetic import synthesize
+from .synthetic_canvas import render_view
 
 CACHE_ENV = "HYSTAR_CACHE"
 CHUNK = 512
@@ -37,7 +38,7 @@ def cache_root() -> Path:
 @dataclass(frozen=True)
 class View:
     item: Item
-    style: str | None = None  # None: the file as it is; else a synthetic style of it
+    style: str | None = None  # None: the file as it is; else a view style of it (`hystar.synthetic_canvas`)
 
     @property
     def key(self) -> str:
@@ -45,7 +46,7 @@ class View:
 
     def load(self):
         image = open_image(self.item.path)
-        return synthesize(image, self.style, self.item.key) if self.style else image
+        return render_view(image, self.style, self.item.key, file_key=self.key) if self.style else image
 
 
 class _ViewImages(TorchDataset):

@@ -51,6 +51,7 @@ from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
 from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
+from .sketch import prepare_query
 from .spaces import Space, gallery_classes, load_spaces
 from .umap_job import ready_map, start_umap
 from .uploads import AddReport, add_to_gallery
@@ -503,7 +504,8 @@ class SearchService:
         """Base and adapted embeddings of the images, their ΔS and the static offsets (adapted searches only).
         An online session embeds the side it adapts: the adapted one with adaptation on, else the base one;
         ΔS and the offsets stay those of the shared adapter."""
-        pixels = torch.stack([self.encoder.preprocess(image) for _, _, image in images]).to(self.encoder.device)
+        pixels = torch.stack([self.encoder.preprocess(prepare_query(image, drawn=name == "sketch"))
+                              for name, _, image in images]).to(self.encoder.device)
         observed = None if tracked is None else tracked.observe(self._trunk(pixels))
         if not adapt:
             base = observed if observed is not None else embed_pixels(self.encoder, pixels)

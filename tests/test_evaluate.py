@@ -107,6 +107,19 @@ def test_eval_on_any_folder_scores_each_query_style_against_the_full_gallery(fol
     assert f"| {name} sketch→photo (instance) | R@1 |" in markdown
 
 
+def test_eval_canvas_protocol_reports_each_sketch_task_drawn_on_the_canvas_beside_the_original(folder, tmp_path,
+                                                                                           monkeypatch):
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "canvas"
+    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--canvas", "--out", str(out)]) == 0
+    tasks = json.loads(out.with_suffix(".json").read_text())["retrieval"]["base"]
+    name = folder.name
+    assert set(tasks) == {f"{name} sketch→photo (instance)", f"{name} sketch→photo (category)",
+                          f"{name} sketch on canvas→photo (instance)", f"{name} sketch on canvas→photo (category)"}
+    assert all(metrics["queries"] == 4 for metrics in tasks.values())
+    assert "Sketch queries normalised as the app does" in out.with_suffix(".md").read_text()
+
+
 def test_eval_of_a_folder_without_a_manifest_says_so(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path)]) == 2
     assert "missing manifest.csv" in capsys.readouterr().err

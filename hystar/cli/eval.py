@@ -38,6 +38,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "
                                                          "(repeatable; default: all three)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")
+    parser.add_argument("--canvas", action="store_true",
+                        help="also every sketch task with its queries re-drawn as on the app's 512-px canvas (thick "
+                             "brush, filling 80-95 %% of it, shifted; seeded)")
+    parser.add_argument("--styles", nargs="+", metavar="STYLE",
+                        help="only the tasks of these query styles (e.g. sketch art_painting mosaic text)")
+    parser.add_argument("--no-sketch-norm", action="store_true",
+                        help="feed sketch queries as stored, without the app's sketch normalisation (an ablation)")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     parser.add_argument("--render", type=Path, metavar="OUT.json",
                         help="print (and with --out write) the tables of a saved report instead of evaluating")

@@ -11,7 +11,16 @@ from ..data import load_dataset
 from ..encoder import Encoder, load_encoder
 from ..encoder.search import load_search_encoder
 from ..rerank import NoRerankerError, load_default_reranker
-from .retrieval import EffNetPooled, Reranked, dsr_table, evaluate_dataset, headline_table, markdown_table, zero_shot
+from .retrieval import (
+    EffNetPooled,
+    Reranked,
+    dsr_table,
+    evaluate_dataset,
+    headline_table,
+    markdown_table,
+    tasks_for,
+    zero_shot,
+)
 
 
 def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
@@ -43,12 +52,19 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
 
 @torch.no_grad()
 def run_eval(args: Any) -> dict:
+    """One report over `args.data`: every model on the tasks of `tasks_for` (with `args.canvas` the canvas protocol
+    too), only those of `args.styles` when given; sketch queries normalised unless `args.no_sketch_norm`."""
     base, models = models_to_compare(args)
-    report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {}}
+    report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {},
+              "sketch_norm": not args.no_sketch_norm}
     for name in args.data:
         dataset = load_dataset(name)
+        tasks = [t for t in tasks_for(dataset, split=args.split, canvas=args.canvas)
+                 if not args.styles or t.query_style in args.styles]
         for label, model in models.items():
-            report["retrieval"].setdefault(label, {}).update(evaluate_dataset(model, base, dataset, split=args.split))
+            if tasks:
+                report["retrieval"].setdefault(label, {}).update(evaluate_dataset(
+                    model, base, dataset, tasks, split=args.split, sketch_norm=not args.no_sketch_norm))
             if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
                 report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
     return report
@@ -68,7 +84,9 @@ def zero_shot_table(report: dict) -> str:
 def render_report(report: dict, command: str) -> str:
     retrieval = report["retrieval"]
     split = report.get("split", "test")
-    text = (f"Command: `{command}`\n\nQueries of the {split} split, full gallery. "
+    sketches = {True: " Sketch queries normalised as the app does (`hystar.sketch`).",
+                False: " Sketch queries as stored (no normalisation)."}.get(report.get("sketch_norm"), "")
+    text = (f"Command: `{command}`\n\nQueries of the {split} split, full gallery.{sketches} "
             f"Headline metric per task (change against base):\n\n"
             f"{headline_table(retrieval)}\n\nAll metrics:\n\n{markdown_table(retrieval)}\n")
     dsr = dsr_table(retrieval)

@@ -21,6 +21,7 @@ from ..data import PROMPT, Dataset, Item, class_name
 from ..embed import embed_features, embed_texts
 from ..features import View, dataset_features, trunk_features
 from ..rerank import RERANK_DEPTH
+from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
 from .metrics import relevance, retrieval_metrics, zero_shot_accuracy
 
@@ -37,10 +38,12 @@ class Task:
     dataset: str
     query_style: str
     level: str  # "instance" or "category"
+    render: str = ""  # "canvas": the queries re-drawn as on the app's canvas (`hystar.synthetic_canvas`)
 
     @property
     def name(self) -> str:
-        return f"{self.dataset} {self.query_style}→photo ({self.level})"
+        drawn = f" on {self.render}" if self.render else ""
+        return f"{self.dataset} {self.query_style}{drawn}→photo ({self.level})"
 
 
 class EffNetPooled(torch.nn.Module):
@@ -91,10 +94,11 @@ def _has_text(encoder) -> bool:
 
 
 class DatasetViews:
-    """Cached trunk features for a dataset's items and for synthetic styles of its photos."""
+    """Cached trunk features for a dataset's items (sketch queries as the app sees them) and for synthetic styles of
+    its photos."""
 
-    def __init__(self, base_encoder, dataset: Dataset):
-        self.base, self.dataset = base_encoder, dataset
+    def __init__(self, base_encoder, dataset: Dataset, sketch_norm: bool = True):
+        self.base, self.dataset, self.sketch_norm = base_encoder, dataset, sketch_norm
         self.position = {id(item): k for k, item in enumerate(dataset.items)}
         self._all: torch.Tensor | None = None
         self._styled: dict[str, torch.Tensor] = {}
@@ -103,6 +107,11 @@ class DatasetViews:
         if self._all is None:
             self._all = dataset_features(self.base, self.dataset)
         return self._all[[self.position[id(item)] for item in items]]
+
+    def queries(self, items: Sequence[Item], render: str = "") -> torch.Tensor:
+        """Stored queries as the app sees them: sketches normalised (and drawn on the canvas first, with render)."""
+        viewed = query_view_features(self.base, items, self.dataset.name, render, self.sketch_norm)
+        return self.originals(items) if viewed is None else viewed
 
     def styled_photos(self, style: str, items: Sequence[Item]) -> torch.Tensor:
         if style not in self._styled:
@@ -113,7 +122,9 @@ class DatasetViews:
         return self._styled[style][[self._photo_row[id(item)] for item in items]]
 
 
-def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, split: str = "test") -> list[Task]:
+def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, split: str = "test",
+              canvas: bool = False) -> list[Task]:
+    """Every query style's tasks; with `canvas`, each sketch task also on the canvas protocol."""
     gallery_instances = {item.instance_id for item in dataset.photos() if item.instance_id}
     tasks = []
     for style in dataset.styles:
@@ -125,6 +136,8 @@ def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, spl
             tasks.append(Task(dataset.name, style, "instance"))
         if any(q.label for q in queries):
             tasks.append(Task(dataset.name, style, "category"))
+        if canvas and style == "sketch":
+            tasks += [Task(t.dataset, t.query_style, t.level, "canvas") for t in tasks if t.query_style == style]
     for style in synthetic:
         tasks.append(Task(dataset.name, style, "instance"))
     if dataset.text_queries(split):
@@ -149,7 +162,7 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
             query_vectors = embed_features(encoder, views.styled_photos(task.query_style, queries))
         else:
             queries = dataset.select(style=task.query_style, split=split)
-            query_vectors = embed_features(encoder, views.originals(queries))
+            query_vectors = embed_features(encoder, views.queries(queries, task.render))
         attribute = "label" if task.level == "category" else "key"
         query_keys = np.array([getattr(q, attribute) for q in queries])
     attribute = "label" if task.level == "category" else "key"
@@ -165,11 +178,13 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
 
 
 def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Task] | None = None,
-                     split: str = "test") -> dict:
-    views = DatasetViews(base_encoder, dataset)
+                     split: str = "test", canvas: bool = False, sketch_norm: bool = True) -> dict:
+    """Every task (default: all of `tasks_for`, with `canvas` the canvas protocol too); sketch queries normalised
+    as the app does unless `sketch_norm` is False."""
+    views = DatasetViews(base_encoder, dataset, sketch_norm)
     gallery_vectors = embed_features(encoder, views.originals(dataset.photos()))
     results = {}
-    for task in tasks or tasks_for(dataset, split=split):
+    for task in tasks or tasks_for(dataset, split=split, canvas=canvas):
         metrics = evaluate_task(encoder, views, task, gallery_vectors, split)
         if metrics is not None:
             results[task.name] = {**asdict(task), **metrics}

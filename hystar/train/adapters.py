@@ -26,6 +26,7 @@ from ..data import Dataset, class_name, iter_datasets
 from ..encoder import load_encoder
 from ..features import View, dataset_features, trunk_features
 from ..io import atomic_open
+from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
 from .losses import LOSSES, StyleNCEConfig
 from .schedule import warmup_cosine
@@ -42,6 +43,7 @@ class TrainConfig:
     loss: str = "stylence"
     anchor_weight: float = 1.0
     synthetic_styles: tuple[str, ...] = SYNTHETIC_STYLES
+    normalise_sketches: bool = True  # sketches as the app feeds them (`hystar.sketch`); False: as stored
     seed: int = 0
 
 
@@ -68,7 +70,8 @@ def synthetic_features(encoder, dataset: Dataset, style: str) -> torch.Tensor:
     return trunk_features(encoder, [View(p, style) for p in dataset.photos()], f"{dataset.name}-photo-{style}")
 
 
-def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, ...]) -> PairSet:
+def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, ...],
+                normalise_sketches: bool = True) -> PairSet:
     photos, photo_class, photo_key, row_of = [], [], [], {}
     queries, query_photo, query_class, query_style = [], [], [], []
     for dataset in datasets:
@@ -81,11 +84,15 @@ def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, .
                 photos.append(features[position[id(photo)]])
                 photo_class.append(class_name(photo.label) if photo.label else f"instance:{photo.key}")
                 photo_key.append(photo.key)
+        sketches = dataset.select(style="sketch", split="train", unseen=False)
+        viewed = query_view_features(encoder, sketches, f"{dataset.name}-train", normalise=normalise_sketches)
+        sketch_row = {id(item): k for k, item in enumerate(sketches)} if viewed is not None else {}
         for item in dataset.select(split="train", unseen=False):
             if item.style == "photo":
                 continue
             paired = item.instance_id and item.instance_id in row_of
-            queries.append(features[position[id(item)]])
+            row = sketch_row.get(id(item))
+            queries.append(features[position[id(item)]] if row is None else viewed[row])
             query_photo.append(row_of[item.instance_id] if paired else -1)
             query_class.append(class_name(item.label))
             query_style.append(item.style)
@@ -133,7 +140,8 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
                   stylence: StyleNCEConfig | None = None, datasets: list[Dataset] | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     base = load_encoder(encoder_spec).requires_grad_(False)
-    pairs = build_pairs(base, datasets or list(iter_datasets(TRAIN_DATASETS)), cfg.synthetic_styles)
+    pairs = build_pairs(base, datasets or list(iter_datasets(TRAIN_DATASETS)), cfg.synthetic_styles,
+                        cfg.normalise_sketches)
     adapter = build_for_training(base, adapter_cfg, pairs).train()
     dynamic = [p for n, p in adapter.named_parameters() if n.startswith("hyper.")]
     static = [p for n, p in adapter.named_parameters() if not n.startswith("hyper.")]

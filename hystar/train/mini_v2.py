@@ -1,0 +1,250 @@
+"""hystar-mini v2 (work in progress, not yet trained): the trunk's later stages trained for styles.
+`hystar train-mini-v2`.
+
+Split: EfficientNet-Lite0 stem ... stride-16 (blocks[:5]) stays frozen and its 112x14x14 maps are cached in float16
+for every training view (the usual `hystar.features` cache, trunk id `effnet-lite0-s16`); the stride-32 stages
+(blocks[5:], 2.26 M parameters, ImageNet weights as the start), the token projection and the transformer blocks are
+trained.
+
+BatchNorm in the trained stages runs in eval mode: the ImageNet running statistics are frozen, the affine scale and
+shift are trained. With batches of 64 mixed-style views on the CPU, batch statistics would be noisy, and the running
+statistics of the frozen trunk's input distribution stay the ones the later stages were trained with.
+
+Views per train photo (Sketchy unseen classes never enter): the photo; its synthetic renderings (mosaic, art,
+pencil); its real sketches (Sketchy, PACS `n0*`), normalised as the app does and also drawn on the canvas then
+normalised (scale, shift and stroke-thickness augmentation). Category-level views: PACS art paintings, cartoons and
+unpaired sketches.
+
+Losses: a cross-style instance InfoNCE (a photo and one of its own renderings are the positive pair, symmetric),
+the class-prompt cross-entropy over the seen classes on photos and renderings, and on photos the KL to the
+ImageNet classifier's prompts that keeps text -> image and zero-shot working (as in `hystar.train.mini`).
+Checkpoints: one per epoch under `out` (`hystar train-mini-v2 --out`, default runs/mini-v2, gitignored), resumed
+from the latest.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from ..data import PROMPT, Dataset, class_name, iter_datasets
+from ..encoder.base import Encoder
+from ..encoder.mini import FINE_STAGE, MiniConfig, MiniLMTextTower, MiniVisionTower, mini_preprocess
+from ..features import View, text_features, trunk_features
+from ..io import atomic_write_json
+from ..synthetic import SYNTHETIC_STYLES
+from .mini import imagenet_names
+from .schedule import warmup_cosine
+
+FINE_CHANNELS_S16 = 112
+SKETCH_VIEWS = ("sketchnorm", "canvas+sketchnorm")
+
+
+class MiniV2VisionTower(MiniVisionTower):
+    """hystar-mini whose cached features are the stride-16 map; the stride-32 stages run (and train) in `embed`."""
+
+    def __init__(self, cfg: MiniConfig):
+        super().__init__(cfg)
+        self.trunk_id = "effnet-lite0-s16"
+        self.later_stages.requires_grad_(True)
+
+    @property
+    def later_stages(self) -> torch.nn.Module:
+        return self.effnet.blocks[FINE_STAGE:]
+
+    def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        e = self.effnet
+        with torch.no_grad():
+            return e.blocks[:FINE_STAGE](e.bn1(e.conv_stem(pixels)))
+
+    def mirror(self, features: torch.Tensor) -> torch.Tensor:
+        return features.flip(-1)
+
+    def coarse(self, features: torch.Tensor) -> torch.Tensor:
+        return self.later_stages(features.to(self.token_proj.weight.dtype))
+
+    def teacher_logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.effnet.classifier(self.pooled_features(features))
+
+    def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
+        e = self.effnet
+        return e.global_pool(e.bn2(e.conv_head(self.coarse(features))))
+
+    def embed(self, features: torch.Tensor) -> torch.Tensor:
+        return super().embed(self.coarse(features))
+
+
+def build_mini_v2(cfg: MiniConfig | None = None) -> Encoder:
+    cfg = cfg or MiniConfig()
+    return Encoder("hystar-mini-v2", MiniV2VisionTower(cfg), MiniLMTextTower(cfg), mini_preprocess(cfg.image_size),
+                   cfg.embed_dim)
+
+
+def trainable_state_v2(encoder: Encoder) -> dict[str, torch.Tensor]:
+    """Everything v2 trains: v1's head and projections plus the stride-32 stages (BN running stats included)."""
+    later = tuple(f"visual.effnet.blocks.{k}." for k in range(FINE_STAGE, len(encoder.visual.effnet.blocks)))
+    return {k: v for k, v in encoder.state_dict().items()
+            if k.startswith(later) or not k.startswith(("visual.effnet.", "text.minilm."))}
+
+
+@dataclass(frozen=True)
+class V2TrainConfig:
+    epochs: int = 6
+    batch_size: int = 64          # photos per step; each with one of its renderings
+    category_batch: int = 32      # category-level views per step (art, cartoon, unpaired sketches)
+    lr: float = 3e-4              # head
+    lr_trunk: float = 5e-5        # the stride-32 stages, from ImageNet weights
+    weight_decay: float = 0.05
+    warmup_steps: int = 50
+    temperature: float = 0.05
+    instance_weight: float = 1.0
+    class_weight: float = 1.0
+    distill_kl_weight: float = 1.0
+    seed: int = 0
+    limit: int = 0                # > 0: at most this many train photos per dataset (a short run)
+
+
+@dataclass
+class StyleTrainingSet:
+    photos: torch.Tensor               # (P, 112, 14, 14) float16
+    photo_label: torch.Tensor          # (P,) class index, -1 unlabelled
+    renderings: torch.Tensor           # (R, 112, 14, 14)
+    rendering_photo: torch.Tensor      # (R,) row in photos
+    category: torch.Tensor             # (C, 112, 14, 14)
+    category_label: torch.Tensor       # (C,)
+    class_names: list[str]
+
+
+def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0, seed: int = 0
+                       ) -> StyleTrainingSet:
+    classes = sorted({class_name(i.label) for d in datasets for i in d.photos("train") if i.label and not i.unseen})
+    index_of = {c: k for k, c in enumerate(classes)}
+    rng = random.Random(seed)
+    photos, labels, renderings, owners, category, category_labels = [], [], [], [], [], []
+    seen: set[str] = set()
+    for dataset in datasets:
+        train = [p for p in dataset.photos("train") if not p.unseen and p.key not in seen]
+        if limit:
+            train = sorted(rng.sample(train, min(limit, len(train))), key=lambda p: str(p.path))
+        seen.update(p.key for p in train)
+        offset = sum(len(t) for t in photos)
+        row_of = {p.key: offset + k for k, p in enumerate(train)}
+        photos.append(trunk_features(encoder, [View(p) for p in train], f"{dataset.name}-v2-photos"))
+        labels += [index_of[class_name(p.label)] if p.label else -1 for p in train]
+        for style in SYNTHETIC_STYLES:
+            renderings.append(trunk_features(encoder, [View(p, style) for p in train], f"{dataset.name}-v2-{style}"))
+            owners += [row_of[p.key] for p in train]
+        queries = [q for q in dataset.select(split="train", unseen=False) if q.style != "photo"]
+        paired = [q for q in queries if q.style == "sketch" and q.instance_id in row_of]
+        for view in SKETCH_VIEWS:
+            if paired:
+                renderings.append(trunk_features(encoder, [View(q, view) for q in paired],
+                                                 f"{dataset.name}-v2-sketch-{view}"))
+                owners += [row_of[q.instance_id] for q in paired]
+        unpaired = [q for q in queries if q.label and q.instance_id not in row_of and not q.instance_id]
+        if limit:
+            unpaired = rng.sample(unpaired, min(limit, len(unpaired)))
+        if unpaired:
+            views = [View(q, "sketchnorm" if q.style == "sketch" else None) for q in unpaired]
+            category.append(trunk_features(encoder, views, f"{dataset.name}-v2-category"))
+            category_labels += [index_of[class_name(q.label)] for q in unpaired]
+    empty = torch.zeros(0, FINE_CHANNELS_S16, 14, 14, dtype=torch.float16)
+    return StyleTrainingSet(torch.cat(photos), torch.tensor(labels), torch.cat(renderings) if renderings else empty,
+                            torch.tensor(owners), torch.cat(category) if category else empty,
+                            torch.tensor(category_labels, dtype=torch.long), classes)
+
+
+def _checkpoint(folder: Path) -> Path | None:
+    found = sorted(folder.glob("epoch-*.pt"))
+    return found[-1] if found else None
+
+
+def train_mini_v2(cfg: V2TrainConfig, out: Path) -> dict:
+    torch.manual_seed(cfg.seed)
+    encoder = build_mini_v2()
+    data = style_training_set(encoder, list(iter_datasets()), cfg.limit, cfg.seed)
+    class_text = text_features(encoder, [PROMPT.format(c) for c in data.class_names])
+    imagenet_text = text_features(encoder, [PROMPT.format(c) for c in imagenet_names()])
+    with torch.no_grad():
+        teacher = torch.cat([encoder.visual.teacher_logits(data.photos[i:i + 128].float()).softmax(-1)
+                             for i in range(0, len(data.photos), 128)])
+    visual = encoder.visual
+    trunk_params = list(visual.later_stages.parameters())
+    trunk_ids = {id(p) for p in trunk_params}
+    head_params = [p for p in encoder.parameters() if p.requires_grad and id(p) not in trunk_ids]
+    optimizer = torch.optim.AdamW([{"params": head_params, "lr": cfg.lr, "base": cfg.lr},
+                                   {"params": trunk_params, "lr": cfg.lr_trunk, "base": cfg.lr_trunk}],
+                                  weight_decay=cfg.weight_decay)
+    by_photo: dict[int, list[int]] = {}
+    for row, owner in enumerate(data.rendering_photo.tolist()):
+        by_photo.setdefault(owner, []).append(row)
+    rendered = torch.tensor(sorted(by_photo))
+    steps_per_epoch = math.ceil(len(rendered) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    out.mkdir(parents=True, exist_ok=True)
+    start_epoch, log, step = 0, [], 0
+    generator = torch.Generator().manual_seed(cfg.seed)
+    latest = _checkpoint(out)
+    if latest is not None:
+        state = torch.load(latest, map_location="cpu", weights_only=False)
+        encoder.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        start_epoch, log, step = state["epoch"], state["log"], state["step"]
+    started = time.time()
+    for epoch in range(start_epoch, cfg.epochs):
+        encoder.train()  # the trunk's BatchNorm stays in eval mode (MiniVisionTower.train)
+        order = rendered[torch.randperm(len(rendered), generator=generator)]
+        bar = tqdm(range(steps_per_epoch), desc=f"train-mini-v2 epoch {epoch + 1}/{cfg.epochs}", unit="step")
+        seen_images, epoch_start = 0, time.time()
+        for batch_index in bar:
+            photo_rows = order[batch_index * cfg.batch_size:(batch_index + 1) * cfg.batch_size]
+            picks = torch.tensor([by_photo[int(p)][int(torch.randint(len(by_photo[int(p)]), (1,),
+                                                                     generator=generator))] for p in photo_rows])
+            for group in optimizer.param_groups:
+                group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
+            category_rows = torch.randint(len(data.category), (min(cfg.category_batch, len(data.category)),),
+                                          generator=generator)
+            batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows]])
+            z = F.normalize(visual.forward_features(batch.float()), dim=-1)
+            n = len(photo_rows)
+            photo_z, render_z = z[:n], z[n:2 * n]  # then the category-level views (class loss only)
+            logits = photo_z @ render_z.T / cfg.temperature
+            ids = torch.arange(n)
+            loss_instance = 0.5 * (F.cross_entropy(logits, ids) + F.cross_entropy(logits.T, ids))
+            labels = torch.cat([data.photo_label[photo_rows], data.photo_label[photo_rows],
+                                data.category_label[category_rows]])
+            classes = F.normalize(encoder.text.proj(class_text), dim=-1)
+            known = labels >= 0
+            loss_class = F.cross_entropy(z[known] @ classes.T / cfg.temperature, labels[known])
+            imagenet = F.normalize(encoder.text.proj(imagenet_text), dim=-1)
+            loss_kl = F.kl_div(F.log_softmax(photo_z @ imagenet.T / cfg.temperature, dim=-1), teacher[photo_rows],
+                               reduction="batchmean")
+            loss = (cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
+                    + cfg.distill_kl_weight * loss_kl)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(head_params + trunk_params, 1.0)
+            optimizer.step()
+            step += 1
+            seen_images += len(batch)
+            bar.set_postfix(loss=f"{loss.item():.3f}", inst=f"{loss_instance.item():.3f}",
+                            cls=f"{loss_class.item():.3f}",
+                            img_s=f"{seen_images / max(1e-6, time.time() - epoch_start):.0f}")
+        log.append({"epoch": epoch + 1, "loss": float(loss.item()), "images_per_s":
+                    round(seen_images / (time.time() - epoch_start), 1), "seconds": round(time.time() - started, 1)})
+        torch.save({"model": trainable_state_v2(encoder), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "epoch": epoch + 1, "log": log, "step": step,
+                    "config": asdict(cfg)}, out / f"epoch-{epoch + 1:02d}.pt")
+    summary = {"config": asdict(cfg), "photos": len(data.photos), "renderings": len(data.renderings),
+               "category_views": len(data.category), "seen_classes": len(data.class_names), "log": log}
+    atomic_write_json(out / "training.json", summary)
+    return summary
+
