@@ -464,7 +464,7 @@ def test_the_app_gallery_is_built_once_then_loaded(tmp_path, mini_spec, monkeypa
     def must_not_build(*args, **kwargs):
         raise AssertionError("a second start must load the index, not build it")
 
-    monkeypatch.setattr("hystar.gallery.build_index", must_not_build)
+    monkeypatch.setattr("hystar.gallery.build_sides", must_not_build)
     again = ensure_demo_index(mini_spec, gallery_dir=tmp_path / "mine", index_root=tmp_path / "gi",
                               progress=False)
     assert again.folder == index.folder and len(again) == 4

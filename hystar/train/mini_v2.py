@@ -193,7 +193,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path) -> dict:
     generator = torch.Generator().manual_seed(cfg.seed)
     latest = _checkpoint(out)
     if latest is not None:
-        state = torch.load(latest, map_location="cpu", weights_only=False)
+        state = torch.load(latest, map_location="cpu", weights_only=True)
         encoder.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
