@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
@@ -155,5 +156,11 @@ def embed_pixel_sides(encoder: Encoder, pixels: torch.Tensor, sides: Sequence[st
     encoder (`HystarEncoder`, whose `.base` is the base encoder); each equals `embed_pixels` of that encoder."""
     base = getattr(encoder, "base", encoder)
     features = base.visual.trunk(pixels.to(base.device))
+    adapter = getattr(encoder, "adapter", None)
+    if set(sides) == {"base", "adapted"} and hasattr(adapter, "forward_tokens"):
+        tokens = base.visual.embed(features)  # (hystar-mini v2: the trained stride-32 stages) run once for both
+        vectors = {"base": base.visual.head(base.visual.run_blocks(tokens)),
+                   "adapted": adapter.forward_tokens(base, features, tokens)[0]}
+        return {side: F.normalize(vectors[side], dim=-1).float().cpu().numpy() for side in sides}
     towers = {"base": base, "adapted": encoder}
     return {side: towers[side].encode_features(features).float().cpu().numpy() for side in sides}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Callable
 
 import cv2
@@ -39,11 +40,22 @@ def pencil(image: Image.Image, rng: np.random.Generator) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")
 
 
-STYLE_FUNCTIONS: dict[str, Callable[..., Image.Image]] = {"mosaic": mosaic, "art": art, "pencil": pencil}
+def lowres(image: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A blurry thumbnail as people upload it: shrunk 4-12x, smoothly enlarged, JPEG-damaged (training only)."""
+    width, height = image.size
+    factor = float(rng.uniform(4, 12))
+    small = image.resize((max(1, round(width / factor)), max(1, round(height / factor))), Image.BILINEAR)
+    out = io.BytesIO()
+    small.save(out, "JPEG", quality=int(rng.integers(15, 45)))
+    return Image.open(io.BytesIO(out.getvalue())).convert("RGB").resize((width, height), Image.BICUBIC)
+
+
+STYLE_FUNCTIONS: dict[str, Callable[..., Image.Image]] = {"mosaic": mosaic, "art": art, "pencil": pencil,
+                                                          "lowres": lowres}
 
 
 def synthesize(image: Image.Image, style: str, key: str, seed: int = 0) -> Image.Image:
     """`image` rendered in a synthetic `style`; `key` (e.g. the file's instance) fixes the random parameters."""
     if style not in STYLE_FUNCTIONS:
-        raise ValueError(f"unknown synthetic style {style!r}; choose from {', '.join(SYNTHETIC_STYLES)}")
+        raise ValueError(f"unknown synthetic style {style!r}; choose from {', '.join(STYLE_FUNCTIONS)}")
     return STYLE_FUNCTIONS[style](image.convert("RGB"), style_rng(key, style, seed))

@@ -174,8 +174,12 @@ class HystarAdapter(nn.Module):
 
     def forward(self, base: Encoder, features: torch.Tensor) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
         """Unnormalised adapted embedding and the ΔS of each dynamic block (for the views)."""
+        return self.forward_tokens(base, features, base.visual.embed(features))
+
+    def forward_tokens(self, base: Encoder, features: torch.Tensor, x: torch.Tensor
+                       ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+        """`forward` from the base's input tokens `x` = `base.visual.embed(features)` (shared with the base side)."""
         visual = base.visual
-        x = visual.embed(features)
         code = self.style_code(base, features, x)
         deltas = {i: self.hyper[str(i)](code) for i in self.dynamic}
         for i, (block, (fc, proj)) in enumerate(zip(visual.blocks, self.mlp_weights(visual.blocks), strict=True)):

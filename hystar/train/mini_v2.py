@@ -36,67 +36,36 @@ from tqdm import tqdm
 
 from ..data import PROMPT, Dataset, class_name, iter_datasets
 from ..encoder.base import Encoder
-from ..encoder.mini import FINE_STAGE, MiniConfig, MiniLMTextTower, MiniVisionTower, mini_preprocess
+from ..encoder.mini import FINE_STAGE, MiniConfig, build_mini, save_mini, trainable_state
 from ..features import View, text_features, trunk_features
-from ..io import atomic_write_json
+from ..io import atomic_write_json, load_tensors
+from ..paths import MINI_DIR
 from ..synthetic import SYNTHETIC_STYLES
 from .mini import imagenet_names
 from .schedule import warmup_cosine
 
 FINE_CHANNELS_S16 = 112
 SKETCH_VIEWS = ("sketchnorm", "canvas+sketchnorm")
+RENDERINGS = (*SYNTHETIC_STYLES, "lowres")  # lowres: a blurry, JPEG-damaged thumbnail (training only)
 
 
-class MiniV2VisionTower(MiniVisionTower):
-    """hystar-mini whose cached features are the stride-16 map; the stride-32 stages run (and train) in `embed`."""
-
-    def __init__(self, cfg: MiniConfig):
-        super().__init__(cfg)
-        self.trunk_id = "effnet-lite0-s16"
-        self.later_stages.requires_grad_(True)
-
-    @property
-    def later_stages(self) -> torch.nn.Module:
-        return self.effnet.blocks[FINE_STAGE:]
-
-    def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
-        e = self.effnet
-        with torch.no_grad():
-            return e.blocks[:FINE_STAGE](e.bn1(e.conv_stem(pixels)))
-
-    def mirror(self, features: torch.Tensor) -> torch.Tensor:
-        return features.flip(-1)
-
-    def coarse(self, features: torch.Tensor) -> torch.Tensor:
-        return self.later_stages(features.to(self.token_proj.weight.dtype))
-
-    def teacher_logits(self, features: torch.Tensor) -> torch.Tensor:
-        return self.effnet.classifier(self.pooled_features(features))
-
-    def pooled_features(self, features: torch.Tensor) -> torch.Tensor:
-        e = self.effnet
-        return e.global_pool(e.bn2(e.conv_head(self.coarse(features))))
-
-    def embed(self, features: torch.Tensor) -> torch.Tensor:
-        return super().embed(self.coarse(features))
+def v2_config() -> MiniConfig:
+    return MiniConfig(trained_from_stage=FINE_STAGE)
 
 
-def build_mini_v2(cfg: MiniConfig | None = None) -> Encoder:
-    cfg = cfg or MiniConfig()
-    return Encoder("hystar-mini-v2", MiniV2VisionTower(cfg), MiniLMTextTower(cfg), mini_preprocess(cfg.image_size),
-                   cfg.embed_dim)
-
-
-def trainable_state_v2(encoder: Encoder) -> dict[str, torch.Tensor]:
-    """Everything v2 trains: v1's head and projections plus the stride-32 stages (BN running stats included)."""
-    later = tuple(f"visual.effnet.blocks.{k}." for k in range(FINE_STAGE, len(encoder.visual.effnet.blocks)))
-    return {k: v for k, v in encoder.state_dict().items()
-            if k.startswith(later) or not k.startswith(("visual.effnet.", "text.minilm."))}
+def build_mini_v2(start_from: Path | None = MINI_DIR) -> Encoder:
+    """hystar-mini v2 before training: ImageNet stride-32 stages, and v1's head when `start_from` holds one."""
+    encoder = build_mini(v2_config())
+    if start_from is not None and (Path(start_from) / "weights.safetensors").is_file():
+        v1 = load_tensors(Path(start_from) / "weights.safetensors")
+        head = {k: v for k, v in v1.items() if not k.startswith("visual.effnet.")}
+        encoder.load_state_dict(head, strict=False)
+    return encoder
 
 
 @dataclass(frozen=True)
 class V2TrainConfig:
-    epochs: int = 6
+    epochs: int = 4
     batch_size: int = 64          # photos per step; each with one of its renderings
     category_batch: int = 32      # category-level views per step (art, cartoon, unpaired sketches)
     lr: float = 3e-4              # head
@@ -138,7 +107,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
         row_of = {p.key: offset + k for k, p in enumerate(train)}
         photos.append(trunk_features(encoder, [View(p) for p in train], f"{dataset.name}-v2-photos"))
         labels += [index_of[class_name(p.label)] if p.label else -1 for p in train]
-        for style in SYNTHETIC_STYLES:
+        for style in RENDERINGS:
             renderings.append(trunk_features(encoder, [View(p, style) for p in train], f"{dataset.name}-v2-{style}"))
             owners += [row_of[p.key] for p in train]
         queries = [q for q in dataset.select(split="train", unseen=False) if q.style != "photo"]
@@ -166,7 +135,8 @@ def _checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def train_mini_v2(cfg: V2TrainConfig, out: Path) -> dict:
+def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) -> dict:
+    """Train v2 (resuming from the latest checkpoint in `out`); `save_to`: write the model folder at the end."""
     torch.manual_seed(cfg.seed)
     encoder = build_mini_v2()
     data = style_training_set(encoder, list(iter_datasets()), cfg.limit, cfg.seed)
@@ -240,11 +210,14 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path) -> dict:
                             img_s=f"{seen_images / max(1e-6, time.time() - epoch_start):.0f}")
         log.append({"epoch": epoch + 1, "loss": float(loss.item()), "images_per_s":
                     round(seen_images / (time.time() - epoch_start), 1), "seconds": round(time.time() - started, 1)})
-        torch.save({"model": trainable_state_v2(encoder), "optimizer": optimizer.state_dict(),
+        torch.save({"model": trainable_state(encoder), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "epoch": epoch + 1, "log": log, "step": step,
                     "config": asdict(cfg)}, out / f"epoch-{epoch + 1:02d}.pt")
     summary = {"config": asdict(cfg), "photos": len(data.photos), "renderings": len(data.renderings),
                "category_views": len(data.category), "seen_classes": len(data.class_names), "log": log}
     atomic_write_json(out / "training.json", summary)
+    if save_to is not None:
+        save_mini(encoder.eval(), save_to, v2_config())
+        atomic_write_json(Path(save_to) / "training.json", summary)
     return summary
 

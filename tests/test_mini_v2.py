@@ -1,0 +1,77 @@
+"""Specification of hystar-mini v2: the stride-32 stages of the trunk are trained; it starts as v1, saves and loads
+through the one factory, keeps BatchNorm statistics fixed, and trains resumably from per-epoch checkpoints."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_foundation import needs_data
+
+from hystar.encoder import load_encoder
+from hystar.encoder.mini import FINE_STAGE, load_mini, save_mini, trainable_state
+from hystar.synthetic import synthesize
+from hystar.train.mini_v2 import V2TrainConfig, build_mini_v2, train_mini_v2, v2_config
+
+
+def pixels(seed: int = 0) -> torch.Tensor:
+    return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
+
+
+def test_v2_starts_as_the_shipped_v1_and_caches_the_stride16_map():
+    v1, v2 = load_mini(), build_mini_v2()
+    with torch.no_grad():
+        features = v2.visual.trunk(pixels())
+        assert features.shape == (3, 112, 14, 14)
+        torch.testing.assert_close(v2.encode_features(features), v1.encode_image(pixels()), atol=1e-5, rtol=0)
+    assert v2.visual.trunk_id != v1.visual.trunk_id  # the feature caches of the two never mix
+
+
+def test_v2_trains_the_stride32_stages_and_head_with_batchnorm_statistics_fixed():
+    v2 = build_mini_v2().train()
+    trained = {name for name, p in v2.named_parameters() if p.requires_grad}
+    assert any(name.startswith(f"visual.effnet.blocks.{FINE_STAGE}.") for name in trained)
+    assert not any(name.startswith(("visual.effnet.conv_stem", "visual.effnet.blocks.4.", "text.minilm."))
+                   for name in trained)
+    batchnorms = [m for m in v2.visual.later_stages.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms and not any(m.training for m in batchnorms)
+    before = batchnorms[0].running_mean.clone()
+    v2.visual.forward_features(v2.visual.trunk(pixels()))
+    torch.testing.assert_close(batchnorms[0].running_mean, before)
+    assert any(k.endswith("running_mean") for k in trainable_state(v2))  # shipped with the weights
+
+
+def test_v2_saves_and_loads_through_the_one_factory(tmp_path):
+    v2 = build_mini_v2()
+    with torch.no_grad():
+        v2.visual.later_stages[0][0].conv_pw.weight.mul_(1.5)
+    save_mini(v2, tmp_path / "v2", v2_config())
+    assert json.loads((tmp_path / "v2" / "config.json").read_text())["trained_from_stage"] == FINE_STAGE
+    loaded = load_encoder(f"hystar-mini:{tmp_path / 'v2'}")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.encode_image(pixels(1)), v2.eval().encode_image(pixels(1)))
+        assert not torch.allclose(loaded.encode_image(pixels(1)), load_mini().encode_image(pixels(1)), atol=1e-3)
+
+
+def test_the_lowres_rendering_is_a_blurry_thumbnail_fixed_by_its_key():
+    from PIL import Image
+
+    image = Image.effect_noise((96, 96), 60).convert("RGB")
+    a, b = synthesize(image, "lowres", "k1"), synthesize(image, "lowres", "k1")
+    assert a.size == image.size and a.tobytes() == b.tobytes()
+    assert synthesize(image, "lowres", "k2").tobytes() != a.tobytes()
+
+
+@needs_data
+@pytest.mark.slow
+def test_a_short_v2_training_resumes_from_its_last_epoch_and_saves_a_loadable_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "run"
+    first = train_mini_v2(V2TrainConfig(epochs=1, limit=6, batch_size=8, category_batch=4), out)
+    assert [e["epoch"] for e in first["log"]] == [1] and (out / "epoch-01.pt").is_file()
+    second = train_mini_v2(V2TrainConfig(epochs=2, limit=6, batch_size=8, category_batch=4), out, tmp_path / "m")
+    assert [e["epoch"] for e in second["log"]] == [1, 2]  # epoch 1 came from its checkpoint, not a rerun
+    assert second["log"][0] == first["log"][0]
+    model = load_encoder(f"hystar-mini:{tmp_path / 'm'}")
+    assert model.visual.split == FINE_STAGE
