@@ -66,14 +66,47 @@ def _set_dir(encoder: Encoder, name: str, views: Sequence[View]) -> Path:
     return cache_root() / "trunk" / trunk_id / f"{name}-{digest}"
 
 
+def _view_id(view: View) -> str:
+    """Unique across sets (`View.key` is not: PACS repeats file names across classes)."""
+    return f"{view.item.path}@{view.style or ''}"
+
+
+class _CachedRows:
+    """Rows of the completed feature sets of one trunk, by view: a view cached in any set is never recomputed
+    (the v2 training set, adapter training and evaluation share most of their views)."""
+
+    def __init__(self, trunk_dir: Path):
+        self.where: dict[str, tuple[Path, int]] = {}
+        self.arrays: dict[Path, np.ndarray] = {}
+        for folder in sorted(trunk_dir.glob("*/")) if trunk_dir.is_dir() else []:
+            ids = folder / "views.json"
+            if (folder / "features.npy").is_file() and ids.is_file():
+                for row, view_id in enumerate(json.loads(ids.read_text())):
+                    self.where.setdefault(view_id, (folder, row))
+
+    def get(self, view: View) -> np.ndarray | None:
+        found = self.where.get(_view_id(view))
+        if found is None:
+            return None
+        folder, row = found
+        if folder not in self.arrays:
+            self.arrays[folder] = np.load(folder / "features.npy", mmap_mode="r")
+        return np.asarray(self.arrays[folder][row])
+
+
 @torch.no_grad()
 def trunk_features(encoder: Encoder, views: Sequence[View], name: str, batch_size: int = 64,
                    workers: int = 1) -> torch.Tensor:
-    """Float16 trunk features of `views`, from the cache when present; computation resumes chunk by chunk."""
+    """Float16 trunk features of `views`, from the cache when present (the set, or its views in other sets of the
+    same trunk); computation resumes chunk by chunk."""
     folder = _set_dir(encoder, name, views)
     final = folder / "features.npy"
+    ids = folder / "views.json"
     if final.is_file():
+        if not ids.is_file():  # a set cached before views.json existed: its views become shareable
+            ids.write_text(json.dumps([_view_id(v) for v in views]))
         return torch.from_numpy(np.load(final))
+    cached = _CachedRows(folder.parent)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "keys.json").write_text(json.dumps([v.key for v in views]))
     chunks = []
@@ -82,17 +115,20 @@ def trunk_features(encoder: Encoder, views: Sequence[View], name: str, batch_siz
         part = folder / f"part{start // CHUNK:05d}.npy"
         subset = views[start:start + CHUNK]
         if not part.is_file():
-            loader = DataLoader(_ViewImages(subset, encoder.preprocess), batch_size=batch_size,
-                                num_workers=workers)
-            outputs = [encoder.visual.trunk(batch.to(encoder.device)).half().cpu() for batch in loader]
+            rows = [cached.get(v) for v in subset]
+            todo = [v for v, row in zip(subset, rows, strict=True) if row is None]
+            loader = DataLoader(_ViewImages(todo, encoder.preprocess), batch_size=batch_size, num_workers=workers)
+            computed = iter(torch.cat([encoder.visual.trunk(batch.to(encoder.device)).half().cpu()
+                                       for batch in loader]).numpy()) if todo else iter(())
             with atomic_open(part) as handle:
-                np.save(handle, torch.cat(outputs).numpy())
+                np.save(handle, np.stack([row if row is not None else next(computed) for row in rows]))
         chunks.append(np.load(part))
         progress.update(len(subset))
     progress.close()
     features = np.concatenate(chunks)
     with atomic_open(final) as handle:
         np.save(handle, features)
+    ids.write_text(json.dumps([_view_id(v) for v in views]))
     for part in folder.glob("part*.npy"):
         part.unlink()
     return torch.from_numpy(features)

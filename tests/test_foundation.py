@@ -258,3 +258,27 @@ def test_mini_config_refuses_a_channel_count_the_trunk_does_not_give():
         MiniConfig(trunk_channels=320, fine_tokens=True)
     assert MiniConfig().trunk_channels == 320  # the shipped model: stride-32 tokens
     assert load_encoder("hystar-mini").visual.trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 320, 7, 7)
+
+
+def test_trunk_features_reuse_views_cached_in_other_sets_and_tell_same_named_files_apart(tmp_path, monkeypatch):
+    from conftest import tiny_encoder, write_image
+
+    from hystar.data import Item
+    from hystar.features import View, trunk_features
+
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    items = [Item("d", write_image(tmp_path / cls / "pic_001.png", seed), "photo", cls, "", "gallery", "train")
+             for seed, cls in enumerate(("dog", "horse", "house"))]  # one file name, three images (as in PACS)
+    encoder = tiny_encoder()
+    first = trunk_features(encoder, [View(i) for i in items[:2]], "first")
+    assert not torch.equal(first[0], first[1])
+    calls = []
+    trunk = encoder.visual.trunk
+    monkeypatch.setattr(encoder.visual, "trunk", lambda pixels: calls.append(len(pixels)) or trunk(pixels))
+    second = trunk_features(encoder, [View(items[2]), View(items[1]), View(items[0], "mosaic")], "second")
+    assert calls == [2]  # the horse came from the first set; the house and the mosaic view are new
+    torch.testing.assert_close(second[1], first[1])
+    monkeypatch.undo()
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "fresh"))  # nothing to reuse: all computed, as it was
+    fresh = trunk_features(encoder, [View(items[2]), View(items[1]), View(items[0], "mosaic")], "second")
+    torch.testing.assert_close(second, fresh, atol=1e-3, rtol=0)
