@@ -44,6 +44,7 @@ from .encoder.search import open_search_encoder
 from .gallery import UploadLimitError, UploadLimits, demo_source, gallery_source, upload_gallery_dir
 from .images import ImageError, is_blank, open_image
 from .index import GalleryIndex, Rescorer
+from .index.sides import Progress
 from .indexing import IndexingProgress, IndexingStatus
 from .online import OnlineSession, session_parameter_names
 from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
@@ -271,10 +272,11 @@ class SearchService:
     def can_add(self) -> bool:
         return self.uploads is not None
 
-    def add_photos(self, files: Sequence[str | os.PathLike]) -> AddReport:
+    def add_photos(self, files: Sequence[str | os.PathLike], on_progress: Progress | None = None) -> AddReport:
         """Copy uploaded images (and the images of .zip archives) into the app-owned gallery, index them
-        incrementally and search the grown gallery from now on. Raises `QueryError` (one line) when there is
-        nothing to add, the upload is over `ServiceConfig.upload_limits`, or this gallery is not the app's own."""
+        incrementally (`on_progress(done, total)` as they are embedded) and search the grown gallery from now on.
+        Raises `QueryError` (one line) when there is nothing to add, the upload is over
+        `ServiceConfig.upload_limits`, or this gallery is not the app's own."""
         if self.uploads is None:
             raise QueryError("photos can be added only to the app's own upload gallery, not to a --gallery "
                              "folder or the demo data")
@@ -283,7 +285,8 @@ class SearchService:
         self._require_ready()
         with self._add_lock:
             before = {entry.path for entry in self.base.index.entries}
-            reindex = lambda: load_spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True)
+            reindex = lambda: load_spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True,
+                                          on_progress=on_progress)
             try:
                 report, (base, adapted) = add_to_gallery(files, self.uploads, self.config.upload_limits, before,
                                                          reindex)

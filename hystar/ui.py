@@ -269,10 +269,15 @@ def _user(request: gr.Request | None) -> str | None:
 
 def make_add(service: SearchService, title: str):
     """Uploaded photos and .zip archives into the app-owned gallery (all the work is `SearchService.add_photos`)."""
-    def add(files):
+    def add(files, progress=gr.Progress()):  # noqa: B008 - how Gradio hands a handler its progress bar
         paths = [f.get("path") if isinstance(f, dict) else f for f in files or []]
+        progress(0, desc="copying the photos")
+
+        def indexed(done: int, total: int) -> None:
+            progress((done, total), desc=f"indexing the added photos: {done} / {total}", unit="images")
+
         try:
-            report = service.add_photos([path for path in paths if path])
+            report = service.add_photos([path for path in paths if path], indexed)
         except QueryError as error:
             gr.Warning(str(error), duration=6)
             return f"⚠ {error}", gr.skip(), gr.skip(), gr.skip()

@@ -117,6 +117,16 @@ def test_the_page_is_up_in_seconds_and_a_zip_of_50_photos_becomes_searchable(spa
     assert found["name"].endswith("-photo17.png") and found["score"] > 0.99
 
 
+def test_adding_photos_reports_indexing_progress_up_to_the_number_added(tmp_path, mini_spec, monkeypatch):
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "no-data"))
+    service = SearchService.open(ServiceConfig(encoder=mini_spec, index_root=tmp_path / "index", umap=None,
+                                               progress=False))
+    seen: list[tuple[int, int]] = []
+    service.add_photos([write_image(tmp_path / f"p{i}.png", i) for i in range(5)], lambda *done: seen.append(done))
+    assert seen and seen[-1] == (5, 5) and all(total == 5 for _, total in seen)
+    assert service.gallery_size == 5
+
+
 def test_an_upload_over_the_caps_is_refused_whole_with_a_clear_message(tmp_path):
     photos = [write_image(tmp_path / f"p{i}.png", i) for i in range(3)]
     with pytest.raises(UploadLimitError, match="at most 2 images"):
