@@ -16,8 +16,9 @@ normalised (scale, shift and stroke-thickness augmentation). Category-level view
 unpaired sketches.
 
 Losses: a cross-style instance InfoNCE (a photo and one of its own renderings are the positive pair, symmetric),
-the class-prompt cross-entropy over the seen classes on photos and renderings, and on photos the KL to the
-ImageNet classifier's prompts that keeps text -> image and zero-shot working (as in `hystar.train.mini`).
+the class-prompt cross-entropy over the seen classes on photos, renderings and category views, and, as in
+`hystar.train.mini`, what keeps text -> image and zero-shot working: on photos the KL and cosine distillation of the
+ImageNet classifier's prompts, and the InfoNCE of COCO-mini train photos against one of their captions.
 Checkpoints: one per epoch under `out` (`hystar train-mini-v2 --out`, default runs/mini-v2, gitignored), resumed
 from the latest.
 """
@@ -68,6 +69,7 @@ class V2TrainConfig:
     epochs: int = 4
     batch_size: int = 64          # photos per step; each with one of its renderings
     category_batch: int = 32      # category-level views per step (art, cartoon, unpaired sketches)
+    caption_batch: int = 32       # COCO-mini train photos per step, each against one of its captions
     lr: float = 3e-4              # head
     lr_trunk: float = 5e-5        # the stride-32 stages, from ImageNet weights
     weight_decay: float = 0.05
@@ -76,6 +78,8 @@ class V2TrainConfig:
     instance_weight: float = 1.0
     class_weight: float = 1.0
     distill_kl_weight: float = 1.0
+    distill_cos_weight: float = 1.0
+    caption_weight: float = 0.5
     seed: int = 0
     limit: int = 0                # > 0: at most this many train photos per dataset (a short run)
 
@@ -89,6 +93,8 @@ class StyleTrainingSet:
     category: torch.Tensor             # (C, 112, 14, 14)
     category_label: torch.Tensor       # (C,)
     class_names: list[str]
+    captions: list[str]                # COCO-mini train captions
+    caption_photo: torch.Tensor        # (M,) row in photos of the photo each caption describes
 
 
 def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0, seed: int = 0
@@ -97,6 +103,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
     index_of = {c: k for k, c in enumerate(classes)}
     rng = random.Random(seed)
     photos, labels, renderings, owners, category, category_labels = [], [], [], [], [], []
+    captions, caption_photo = [], []
     seen: set[str] = set()
     for dataset in datasets:
         train = [p for p in dataset.photos("train") if not p.unseen and p.key not in seen]
@@ -107,6 +114,10 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
         row_of = {p.key: offset + k for k, p in enumerate(train)}
         photos.append(trunk_features(encoder, [View(p) for p in train], f"{dataset.name}-v2-photos"))
         labels += [index_of[class_name(p.label)] if p.label else -1 for p in train]
+        for text in dataset.text_queries("train"):
+            if text.instance_id in row_of:
+                captions.append(text.text)
+                caption_photo.append(row_of[text.instance_id])
         for style in RENDERINGS:
             renderings.append(trunk_features(encoder, [View(p, style) for p in train], f"{dataset.name}-v2-{style}"))
             owners += [row_of[p.key] for p in train]
@@ -127,7 +138,8 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
     empty = torch.zeros(0, FINE_CHANNELS_S16, 14, 14, dtype=torch.float16)
     return StyleTrainingSet(torch.cat(photos), torch.tensor(labels), torch.cat(renderings) if renderings else empty,
                             torch.tensor(owners), torch.cat(category) if category else empty,
-                            torch.tensor(category_labels, dtype=torch.long), classes)
+                            torch.tensor(category_labels, dtype=torch.long), classes, captions,
+                            torch.tensor(caption_photo, dtype=torch.long))
 
 
 def _checkpoint(folder: Path) -> Path | None:
@@ -142,6 +154,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
     data = style_training_set(encoder, list(iter_datasets()), cfg.limit, cfg.seed)
     class_text = text_features(encoder, [PROMPT.format(c) for c in data.class_names])
     imagenet_text = text_features(encoder, [PROMPT.format(c) for c in imagenet_names()])
+    caption_text = text_features(encoder, data.captions)
     with torch.no_grad():
         teacher = torch.cat([encoder.visual.teacher_logits(data.photos[i:i + 128].float()).softmax(-1)
                              for i in range(0, len(data.photos), 128)])
@@ -182,10 +195,17 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
                 group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
             category_rows = torch.randint(len(data.category), (min(cfg.category_batch, len(data.category)),),
                                           generator=generator)
-            batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows]])
+            caption_rows = torch.randperm(len(data.captions), generator=generator)[:cfg.caption_batch]
+            owners, first = torch.unique(data.caption_photo[caption_rows], return_inverse=True)
+            caption_rows = torch.stack([caption_rows[first == k][0] for k in range(len(owners))]) \
+                if len(owners) else caption_rows  # one caption per photo: no duplicate positives
+            batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows],
+                               data.photos[owners]])
             z = F.normalize(visual.forward_features(batch.float()), dim=-1)
             n = len(photo_rows)
-            photo_z, render_z = z[:n], z[n:2 * n]  # then the category-level views (class loss only)
+            photo_z, render_z = z[:n], z[n:2 * n]  # then the category-level views (class loss only), captioned photos
+            captioned_z = z[len(batch) - len(owners):]
+            z = z[:len(batch) - len(owners)]
             logits = photo_z @ render_z.T / cfg.temperature
             ids = torch.arange(n)
             loss_instance = 0.5 * (F.cross_entropy(logits, ids) + F.cross_entropy(logits.T, ids))
@@ -197,8 +217,16 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             imagenet = F.normalize(encoder.text.proj(imagenet_text), dim=-1)
             loss_kl = F.kl_div(F.log_softmax(photo_z @ imagenet.T / cfg.temperature, dim=-1), teacher[photo_rows],
                                reduction="batchmean")
+            loss_cos = (1 - (photo_z * F.normalize(teacher[photo_rows] @ imagenet, dim=-1)).sum(-1)).mean()
+            loss_caption = torch.zeros(())
+            if len(owners) > 1:
+                text_z = F.normalize(encoder.text.proj(caption_text[caption_rows]), dim=-1)
+                pair_logits = captioned_z @ text_z.T / cfg.temperature
+                pairs = torch.arange(len(owners))
+                loss_caption = 0.5 * (F.cross_entropy(pair_logits, pairs) + F.cross_entropy(pair_logits.T, pairs))
             loss = (cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
-                    + cfg.distill_kl_weight * loss_kl)
+                    + cfg.distill_kl_weight * loss_kl + cfg.distill_cos_weight * loss_cos
+                    + cfg.caption_weight * loss_caption)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head_params + trunk_params, 1.0)
@@ -206,15 +234,16 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             step += 1
             seen_images += len(batch)
             bar.set_postfix(loss=f"{loss.item():.3f}", inst=f"{loss_instance.item():.3f}",
-                            cls=f"{loss_class.item():.3f}",
+                            cls=f"{loss_class.item():.3f}", cap=f"{loss_caption.item():.3f}",
                             img_s=f"{seen_images / max(1e-6, time.time() - epoch_start):.0f}")
         log.append({"epoch": epoch + 1, "loss": float(loss.item()), "images_per_s":
                     round(seen_images / (time.time() - epoch_start), 1), "seconds": round(time.time() - started, 1)})
         torch.save({"model": trainable_state(encoder), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "epoch": epoch + 1, "log": log, "step": step,
                     "config": asdict(cfg)}, out / f"epoch-{epoch + 1:02d}.pt")
-    summary = {"config": asdict(cfg), "photos": len(data.photos), "renderings": len(data.renderings),
-               "category_views": len(data.category), "seen_classes": len(data.class_names), "log": log}
+    summary = {"config": asdict(cfg), "photos": len(data.photos), "captions": len(data.captions),
+               "renderings": len(data.renderings), "category_views": len(data.category),
+               "seen_classes": len(data.class_names), "log": log}
     atomic_write_json(out / "training.json", summary)
     if save_to is not None:
         save_mini(encoder.eval(), save_to, v2_config())
