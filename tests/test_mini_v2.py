@@ -75,3 +75,13 @@ def test_a_short_v2_training_resumes_from_its_last_epoch_and_saves_a_loadable_mo
     assert second["log"][0] == first["log"][0]
     model = load_encoder(f"hystar-mini:{tmp_path / 'm'}")
     assert model.visual.split == FINE_STAGE
+
+
+def test_the_effnet_baseline_stays_the_imagenet_trunk_whatever_v2_trained():
+    from hystar.eval.retrieval import EffNetPooled
+
+    v1, v2 = load_mini(), build_mini_v2()
+    with torch.no_grad():
+        v2.visual.later_stages[0][0].conv_pw.weight.mul_(1.5)  # as if trained
+        torch.testing.assert_close(EffNetPooled(v2).encode_features(v2.visual.trunk(pixels(2))),
+                                   EffNetPooled(v1).encode_features(v1.visual.trunk(pixels(2))), atol=1e-5, rtol=0)

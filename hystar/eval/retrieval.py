@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from ..data import PROMPT, Dataset, Item, class_name
 from ..embed import embed_features, embed_texts
+from ..encoder.mini import COARSE_CHANNELS, efficientnet_lite0
 from ..features import View, dataset_features, trunk_features
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
@@ -47,16 +48,20 @@ class Task:
 
 
 class EffNetPooled(torch.nn.Module):
-    """Baseline: raw EfficientNet-Lite0 global-pooled features of the same trunk (no text tower)."""
+    """Baseline: raw ImageNet EfficientNet-Lite0 global-pooled features (no text tower), from the cached features of
+    hystar-mini's trunk; with v2 the stride-32 stages are the ImageNet ones, not the ones v2 trained."""
 
     name = "effnet-lite0-pooled"
 
     def __init__(self, mini_encoder):
         super().__init__()
-        self.visual = mini_encoder.visual
+        self.split = mini_encoder.visual.split
+        self.imagenet = efficientnet_lite0()
 
     def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        z = self.visual.pooled_features(features.float())
+        e, features = self.imagenet, features.float()
+        coarse = e.blocks[self.split:](features) if self.split is not None else features[:, -COARSE_CHANNELS:]
+        z = e.global_pool(e.bn2(e.conv_head(coarse)))
         return F.normalize(z, dim=-1) if normalize else z
 
 
