@@ -10,16 +10,21 @@ import torch
 from test_foundation import needs_data
 
 from hystar.encoder import load_encoder
-from hystar.encoder.mini import FINE_STAGE, load_mini, save_mini, trainable_state
+from hystar.encoder.mini import FINE_STAGE, save_mini, trainable_state
+from hystar.paths import MINI_V1_DIR
 from hystar.synthetic import synthesize
 from hystar.train.mini_v2 import V2TrainConfig, build_mini_v2, train_mini_v2, v2_config
+
+
+def load_mini():
+    return load_encoder(f"hystar-mini:{MINI_V1_DIR}")
 
 
 def pixels(seed: int = 0) -> torch.Tensor:
     return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
 
 
-def test_v2_starts_as_the_shipped_v1_and_caches_the_stride16_map():
+def test_v2_starts_as_v1_and_caches_the_stride16_map():
     v1, v2 = load_mini(), build_mini_v2()
     with torch.no_grad():
         features = v2.visual.trunk(pixels())

@@ -40,7 +40,7 @@ from ..encoder.base import Encoder
 from ..encoder.mini import FINE_STAGE, MiniConfig, build_mini, save_mini, trainable_state
 from ..features import View, text_features, trunk_features
 from ..io import atomic_write_json, load_tensors
-from ..paths import MINI_DIR
+from ..paths import MINI_V1_DIR
 from ..synthetic import SYNTHETIC_STYLES
 from .mini import imagenet_names
 from .schedule import warmup_cosine
@@ -54,7 +54,7 @@ def v2_config() -> MiniConfig:
     return MiniConfig(trained_from_stage=FINE_STAGE)
 
 
-def build_mini_v2(start_from: Path | None = MINI_DIR) -> Encoder:
+def build_mini_v2(start_from: Path | None = MINI_V1_DIR) -> Encoder:
     """hystar-mini v2 before training: ImageNet stride-32 stages, and v1's head when `start_from` holds one."""
     encoder = build_mini(v2_config())
     if start_from is not None and (Path(start_from) / "weights.safetensors").is_file():
