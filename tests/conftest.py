@@ -142,3 +142,21 @@ def run_cli(monkeypatch, capsys) -> Callable[..., CliRun]:
 CLI_SCRIPT = ("import sys; from hystar import cli; cli.COMMAND_MODULES = ['hystar.cli.search']; "
               "sys.exit(cli.main(sys.argv[1:]))")
 PYTHON = sys.executable
+
+
+# --- adapters ---------------------------------------------------------------------------------------
+
+def seeded_adapter_file(encoder_spec: str, path: Path, seed: int = 0) -> Path:
+    """A Hystar adapter of `encoder_spec` with small seeded weights (ΔS ≠ 0, results near the base), saved."""
+    from hystar.adapt.files import save_adapter
+    from hystar.adapt.hystar import HystarAdapter
+    from hystar.encoder import shared_encoder
+
+    adapter = HystarAdapter(shared_encoder(encoder_spec))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for hyper in adapter.hyper.values():
+            hyper.net[-1].weight.normal_(0, 0.02, generator=generator)
+        for shift in [*adapter.fc, *adapter.proj]:
+            shift.delta.normal_(0, 0.05, generator=generator)
+    return save_adapter(adapter, path, encoder_spec, {"note": "test adapter, random weights"})

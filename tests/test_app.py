@@ -18,13 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_encoder, write_image
+from conftest import seeded_adapter_file, tiny_encoder, write_image
 from PIL import Image
 
-from hystar.adapt import HystarAdapter, save_adapter
 from hystar.data import DATA_ENV, data_root, load_dataset
 from hystar.embed import embed_image, embed_texts
-from hystar.encoder import shared_encoder
 from hystar.images import ImageError
 from hystar.index import BuildConfig, GalleryIndex, build_index
 from hystar.rerank import QuARI, QuARIConfig, Reranker
@@ -86,16 +84,7 @@ def app_gallery(app_dir) -> Path:
 def test_adapter(app_dir) -> Path:
     """A Hystar adapter of the shipped hystar-mini with small seeded weights: ΔS ≠ 0, results near the base."""
     path = app_dir / "adapter.safetensors"
-    if not path.is_file():
-        adapter = HystarAdapter(shared_encoder("hystar-mini"))
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for hyper in adapter.hyper.values():
-                hyper.net[-1].weight.normal_(0, 0.02, generator=generator)
-            for shift in [*adapter.fc, *adapter.proj]:
-                shift.delta.normal_(0, 0.05, generator=generator)
-        save_adapter(adapter, path, "hystar-mini", {"note": "test adapter, random weights"})
-    return path
+    return path if path.is_file() else seeded_adapter_file("hystar-mini", path)
 
 
 @pytest.fixture(scope="session")

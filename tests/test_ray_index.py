@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from conftest import make_gallery, write_bad_files, write_image
+from conftest import make_gallery, seeded_adapter_file, write_bad_files, write_image
 
 from hystar.index import Entry, FileStat
 from hystar.index.shards import EMBEDDED, ShardCollector, ShardRow, plan_shards
@@ -132,18 +131,7 @@ def test_added_changed_and_deleted_files_are_the_only_ones_embedded(tmp_path, mi
 
 @pytest.fixture
 def adapter_file(tmp_path, mini_spec) -> Path:
-    from hystar.adapt.files import save_adapter
-    from hystar.adapt.hystar import HystarAdapter
-    from hystar.encoder import shared_encoder
-
-    adapter = HystarAdapter(shared_encoder(mini_spec))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for hyper in adapter.hyper.values():
-            hyper.net[-1].weight.normal_(0, 0.02, generator=generator)
-        for shift in [*adapter.fc, *adapter.proj]:
-            shift.delta.normal_(0, 0.05, generator=generator)
-    return save_adapter(adapter, tmp_path / "style.safetensors", mini_spec)
+    return seeded_adapter_file(mini_spec, tmp_path / "style.safetensors")
 
 
 @pytest.mark.slow
