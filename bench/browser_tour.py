@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "test-artifacts" / "tour"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# canvas fractions from the centre (-0.5 .. 0.5)
-HOUSE = [[(-0.42, 0.45), (-0.42, -0.05), (0.0, -0.45), (0.42, -0.05), (0.42, 0.45), (-0.42, 0.45)],
-         [(-0.1, 0.45), (-0.1, 0.1), (0.1, 0.1), (0.1, 0.45)],
+# fractions of the canvas element from its centre; its white drawing area ends near ±0.4
+HOUSE = [[(-0.36, 0.38), (-0.36, -0.05), (0.0, -0.38), (0.36, -0.05), (0.36, 0.38), (-0.36, 0.38)],
+         [(-0.1, 0.38), (-0.1, 0.1), (0.1, 0.1), (0.1, 0.38)],
          [(0.18, 0.0), (0.32, 0.0), (0.32, 0.14), (0.18, 0.14), (0.18, 0.0)]]
 GIRAFFE = [[(0.10, 0.40), (0.12, 0.25), (0.30, 0.25), (0.32, 0.40)],        # legs and body
            [(0.12, 0.25), (0.10, 0.35)], [(0.30, 0.25), (0.30, 0.37)],
@@ -34,6 +34,7 @@ GIRAFFE = [[(0.10, 0.40), (0.12, 0.25), (0.30, 0.25), (0.32, 0.40)],        # le
 
 
 def draw(page, strokes) -> None:
+    page.wait_for_timeout(3000)  # the editor resets its layers once after the page settles: strokes before are lost
     box = page.locator("#sketch canvas").first.bounding_box()
     cx, cy, size = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, min(box["width"], box["height"])
     for stroke in strokes:
