@@ -69,6 +69,13 @@ def info_nce(q: torch.Tensor, p: torch.Tensor, not_negative: torch.Tensor | None
     return weighted_nce(similarity, torch.ones_like(similarity), negatives, temperature)
 
 
+def symmetric_info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """CLIP's loss: row k of `a` and row k of `b` are the positive pair, both directions averaged."""
+    logits = a @ b.T / temperature
+    ids = torch.arange(len(a), device=a.device)
+    return 0.5 * (F.cross_entropy(logits, ids) + F.cross_entropy(logits.T, ids))
+
+
 def symmetric_triplet(q: torch.Tensor, p: torch.Tensor, not_negative: torch.Tensor | None = None,
                       margin: float = 1.0) -> torch.Tensor:
     """FreestyleRet: distance 1 − cos, margin 1, hardest negative, query→photo and photo→query."""

@@ -24,6 +24,7 @@ from ..data import PROMPT, Dataset, class_name, iter_datasets
 from ..encoder.mini import MiniConfig, build_mini, save_mini
 from ..features import dataset_features, text_features
 from ..io import atomic_write_json
+from .losses import symmetric_info_nce
 from .schedule import warmup_cosine
 
 
@@ -141,18 +142,13 @@ def train_mini(cfg: MiniTrainConfig, out: Path, model_cfg: MiniConfig | None = N
             cap_img = F.normalize(encoder.visual.forward_features(
                 augment(encoder.visual, data.features[unique_owner], 0.0, generator).float()), dim=-1)
             cap_txt = F.normalize(encoder.text.proj(data.caption_features[pick]), dim=-1)
-            logits = cap_img @ cap_txt.T / cfg.temperature
-            target_ids = torch.arange(len(unique_owner))
-            loss_caption = 0.5 * (F.cross_entropy(logits, target_ids) + F.cross_entropy(logits.T, target_ids))
+            loss_caption = symmetric_info_nce(cap_img, cap_txt, cfg.temperature)
             loss = (loss_class + cfg.caption_weight * loss_caption + cfg.distill_cos_weight * loss_cos
                     + cfg.distill_kl_weight * loss_kl)
             if cfg.instance_weight:
                 view = F.normalize(encoder.visual.forward_features(
                     augment(encoder.visual, data.features[rows], cfg.token_drop, generator).float()), dim=-1)
-                logits = image @ view.T / cfg.temperature
-                ids = torch.arange(len(rows))
-                symmetric = F.cross_entropy(logits, ids) + F.cross_entropy(logits.T, ids)
-                loss = loss + cfg.instance_weight * 0.5 * symmetric
+                loss = loss + cfg.instance_weight * symmetric_info_nce(image, view, cfg.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, 1.0)

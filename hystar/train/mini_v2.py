@@ -37,15 +37,15 @@ from tqdm import tqdm
 
 from ..data import PROMPT, Dataset, class_name, iter_datasets
 from ..encoder.base import Encoder
-from ..encoder.mini import FINE_STAGE, MiniConfig, build_mini, save_mini, trainable_state
+from ..encoder.mini import FINE_CHANNELS, FINE_STAGE, MiniConfig, build_mini, save_mini, trainable_state
 from ..features import View, text_features, trunk_features
 from ..io import atomic_write_json, load_tensors
 from ..paths import MINI_V1_DIR
 from ..synthetic import SYNTHETIC_STYLES
+from .losses import symmetric_info_nce
 from .mini import imagenet_names
 from .schedule import warmup_cosine
 
-FINE_CHANNELS_S16 = 112
 SKETCH_VIEWS = ("sketchnorm", "canvas+sketchnorm")
 RENDERINGS = (*SYNTHETIC_STYLES, "lowres")  # lowres: a blurry, JPEG-damaged thumbnail (training only)
 
@@ -135,7 +135,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
             views = [View(q, "sketchnorm" if q.style == "sketch" else None) for q in unpaired]
             category.append(trunk_features(encoder, views, f"{dataset.name}-v2-category"))
             category_labels += [index_of[class_name(q.label)] for q in unpaired]
-    empty = torch.zeros(0, FINE_CHANNELS_S16, 14, 14, dtype=torch.float16)
+    empty = torch.zeros(0, FINE_CHANNELS, 14, 14, dtype=torch.float16)
     return StyleTrainingSet(torch.cat(photos), torch.tensor(labels), torch.cat(renderings) if renderings else empty,
                             torch.tensor(owners), torch.cat(category) if category else empty,
                             torch.tensor(category_labels, dtype=torch.long), classes, captions,
@@ -206,9 +206,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             photo_z, render_z = z[:n], z[n:2 * n]  # then the category-level views (class loss only), captioned photos
             captioned_z = z[len(batch) - len(owners):]
             z = z[:len(batch) - len(owners)]
-            logits = photo_z @ render_z.T / cfg.temperature
-            ids = torch.arange(n)
-            loss_instance = 0.5 * (F.cross_entropy(logits, ids) + F.cross_entropy(logits.T, ids))
+            loss_instance = symmetric_info_nce(photo_z, render_z, cfg.temperature)
             labels = torch.cat([data.photo_label[photo_rows], data.photo_label[photo_rows],
                                 data.category_label[category_rows]])
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
@@ -221,9 +219,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             loss_caption = torch.zeros(())
             if len(owners) > 1:
                 text_z = F.normalize(encoder.text.proj(caption_text[caption_rows]), dim=-1)
-                pair_logits = captioned_z @ text_z.T / cfg.temperature
-                pairs = torch.arange(len(owners))
-                loss_caption = 0.5 * (F.cross_entropy(pair_logits, pairs) + F.cross_entropy(pair_logits.T, pairs))
+                loss_caption = symmetric_info_nce(captioned_z, text_z, cfg.temperature)
             loss = (cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
                     + cfg.distill_kl_weight * loss_kl + cfg.distill_cos_weight * loss_cos
                     + cfg.caption_weight * loss_caption)
