@@ -50,9 +50,9 @@ from .online import OnlineSession, session_parameter_names
 from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
 from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
+from .query import prepare_query
 from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
-from .sketch import prepare_query
 from .spaces import Space, gallery_classes, load_spaces
 from .umap_job import ready_map, start_umap
 from .uploads import AddReport, add_to_gallery

@@ -4,7 +4,7 @@ A drawing reaches the model as the training sketches look: ink found on any back
 layer, coloured or light-on-dark strokes) and turned black on white, cropped to its bounding box, centred on a
 square canvas with a margin, and its strokes brought to the training width. A drawing that fills the canvas and
 the same drawing small in a corner so give (almost) the same pixels. `is_line_drawing` tells uploaded line drawings
-(normalised too) from photos and paintings (left as they are).
+(normalised too) from photos and paintings (left as they are); `hystar.query.prepare_query` chooses.
 
 The defaults are measured on the train sketches of Sketchy and PACS (`python bench/sketch_stats.py`): after
 cropping and centring at 224 px their median stroke width is `SketchConfig.stroke_width`, their ink fills
@@ -188,10 +188,3 @@ def is_line_drawing(image: Image.Image, test: LineDrawingTest = LineDrawingTest(
     chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
     return float(chroma[strokes].mean()) <= test.max_ink_chroma
 
-
-def prepare_query(image: Image.Image, drawn: bool = False, cfg: SketchConfig = SketchConfig()) -> Image.Image:
-    """The image a query is embedded from: a drawing (`drawn`: from the canvas) or an uploaded line drawing is
-    normalised; photos, paintings and blank canvases come back unchanged."""
-    if drawn or is_line_drawing(image):
-        return normalise_sketch(image, cfg)
-    return image

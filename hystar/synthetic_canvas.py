@@ -4,8 +4,9 @@
 the canvas, shifted at random, strokes thickened to a 12-24 px brush, black on white; all seeded by a key.
 
 A *view style* names how a stored query file becomes the image the encoder sees: a synthetic style
-(`hystar.synthetic`), `canvas` (this rendering), `sketchnorm` (`hystar.sketch.normalise_sketch`), or a chain of them
-joined by "+", applied left to right (`canvas+sketchnorm`: drawn on the canvas, then normalised as the app does).
+(`hystar.synthetic`), `canvas` (this rendering), `sketchnorm` (`hystar.sketch.normalise_sketch`), `query` (an upload
+prepared as the app prepares it, `hystar.query.prepare_query`), or a chain of them joined by "+", applied left to
+right (`canvas+sketchnorm`: drawn on the canvas, then normalised as the app does; `mosaic+query`: a mosaic upload).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .query import prepare_query
 from .sketch import SketchConfig, ink_box, ink_map, ink_to_image, normalise_sketch, stroke_width
 from .synthetic import STYLE_FUNCTIONS, style_rng, synthesize
 
-CANVAS, SKETCH_NORM = "canvas", "sketchnorm"
+CANVAS, SKETCH_NORM, QUERY = "canvas", "sketchnorm", "query"
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,12 @@ def render_view(image: Image.Image, style: str, key: str, seed: int = 0, file_ke
             image = on_canvas(image, style_rng(file_key or key, CANVAS, seed))
         elif step == SKETCH_NORM:
             image = normalise_sketch(image, sketch_cfg or SketchConfig())
+        elif step == QUERY:
+            image = prepare_query(image, cfg=sketch_cfg)
         elif step in STYLE_FUNCTIONS:
             image = synthesize(image, step, key, seed)
         else:
-            raise ValueError(f"unknown view style {step!r} in {style!r}; choose from {CANVAS}, {SKETCH_NORM}, "
+            raise ValueError(f"unknown view style {step!r} in {style!r}; choose from {CANVAS}, {SKETCH_NORM}, {QUERY}, "
                              f"{', '.join(STYLE_FUNCTIONS)}")
     return image
 
@@ -77,3 +81,9 @@ def sketch_view_style(query_style: str, render: str = "", normalise: bool = True
         return None
     steps = ([CANVAS] if render == CANVAS else []) + ([SKETCH_NORM] if normalise else [])
     return "+".join(steps) or None
+
+
+def upload_view_style(style: str, prepare: bool = True) -> str:
+    """The view style of a photo rendered in synthetic `style` and uploaded as a query: prepared as the app
+    prepares uploads when `prepare`."""
+    return f"{style}+{QUERY}" if prepare else style

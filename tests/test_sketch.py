@@ -11,13 +11,13 @@ from PIL import Image, ImageDraw
 from hystar.data import DATA_ENV, data_root, load_dataset
 from hystar.eval.retrieval import tasks_for
 from hystar.images import open_image
+from hystar.query import prepare_query
 from hystar.sketch import (
     SketchConfig,
     ink_box,
     ink_map,
     is_line_drawing,
     normalise_sketch,
-    prepare_query,
     stroke_width,
 )
 from hystar.synthetic import style_rng

@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "brush, filling 80-95 %% of it, shifted; seeded)")
     parser.add_argument("--styles", nargs="+", metavar="STYLE",
                         help="only the tasks of these query styles (e.g. sketch art_painting mosaic text)")
-    parser.add_argument("--no-sketch-norm", action="store_true",
-                        help="feed sketch queries as stored, without the app's sketch normalisation (an ablation)")
+    parser.add_argument("--no-query-norm", "--no-sketch-norm", dest="no_query_norm", action="store_true",
+                        help="feed queries as stored, without the app's query preparation (sketches normalised, "
+                             "mosaics de-blocked: `hystar.query`); an ablation")
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     parser.add_argument("--render", type=Path, metavar="OUT.json",
                         help="print (and with --out write) the tables of a saved report instead of evaluating")

@@ -53,10 +53,10 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
 @torch.no_grad()
 def run_eval(args: Any) -> dict:
     """One report over `args.data`: every model on the tasks of `tasks_for` (with `args.canvas` the canvas protocol
-    too), only those of `args.styles` when given; sketch queries normalised unless `args.no_sketch_norm`."""
+    too), only those of `args.styles` when given; queries prepared as the app does unless `args.no_query_norm`."""
     base, models = models_to_compare(args)
     report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {},
-              "sketch_norm": not args.no_sketch_norm}
+              "query_norm": not args.no_query_norm}
     for name in args.data:
         dataset = load_dataset(name)
         tasks = [t for t in tasks_for(dataset, split=args.split, canvas=args.canvas)
@@ -64,7 +64,7 @@ def run_eval(args: Any) -> dict:
         for label, model in models.items():
             if tasks:
                 report["retrieval"].setdefault(label, {}).update(evaluate_dataset(
-                    model, base, dataset, tasks, split=args.split, sketch_norm=not args.no_sketch_norm))
+                    model, base, dataset, tasks, split=args.split, query_norm=not args.no_query_norm))
             if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
                 report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
     return report
@@ -84,8 +84,9 @@ def zero_shot_table(report: dict) -> str:
 def render_report(report: dict, command: str) -> str:
     retrieval = report["retrieval"]
     split = report.get("split", "test")
-    sketches = {True: " Sketch queries normalised as the app does (`hystar.sketch`).",
-                False: " Sketch queries as stored (no normalisation)."}.get(report.get("sketch_norm"), "")
+    prepared = report.get("query_norm", report.get("sketch_norm"))
+    sketches = {True: " Queries prepared as the app does (`hystar.query`: sketches normalised, mosaics de-blocked).",
+                False: " Queries as stored (no normalisation)."}.get(prepared, "")
     text = (f"Command: `{command}`\n\nQueries of the {split} split, full gallery.{sketches} "
             f"Headline metric per task (change against base):\n\n"
             f"{headline_table(retrieval)}\n\nAll metrics:\n\n{markdown_table(retrieval)}\n")

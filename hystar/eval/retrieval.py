@@ -24,6 +24,7 @@ from ..features import View, dataset_features, trunk_features
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
+from ..synthetic_canvas import upload_view_style
 from .metrics import relevance, retrieval_metrics, zero_shot_accuracy
 
 
@@ -99,11 +100,11 @@ def _has_text(encoder) -> bool:
 
 
 class DatasetViews:
-    """Cached trunk features for a dataset's items (sketch queries as the app sees them) and for synthetic styles of
-    its photos."""
+    """Cached trunk features for a dataset's items and for synthetic styles of its photos, queries as the app sees
+    them (`query_norm`: prepared by `hystar.query`) or as stored."""
 
-    def __init__(self, base_encoder, dataset: Dataset, sketch_norm: bool = True):
-        self.base, self.dataset, self.sketch_norm = base_encoder, dataset, sketch_norm
+    def __init__(self, base_encoder, dataset: Dataset, query_norm: bool = True):
+        self.base, self.dataset, self.query_norm = base_encoder, dataset, query_norm
         self.position = {id(item): k for k, item in enumerate(dataset.items)}
         self._all: torch.Tensor | None = None
         self._styled: dict[str, torch.Tensor] = {}
@@ -115,14 +116,16 @@ class DatasetViews:
 
     def queries(self, items: Sequence[Item], render: str = "") -> torch.Tensor:
         """Stored queries as the app sees them: sketches normalised (and drawn on the canvas first, with render)."""
-        viewed = query_view_features(self.base, items, self.dataset.name, render, self.sketch_norm)
+        viewed = query_view_features(self.base, items, self.dataset.name, render, self.query_norm)
         return self.originals(items) if viewed is None else viewed
 
     def styled_photos(self, style: str, items: Sequence[Item]) -> torch.Tensor:
+        """Photos rendered in a synthetic `style`, as uploaded queries."""
         if style not in self._styled:
             photos = self.dataset.photos()
-            self._styled[style] = trunk_features(self.base, [View(p, style) for p in photos],
-                                                 f"{self.dataset.name}-photo-{style}")
+            view = upload_view_style(style, self.query_norm)
+            self._styled[style] = trunk_features(self.base, [View(p, view) for p in photos],
+                                                 f"{self.dataset.name}-photo-{view}")
             self._photo_row = {id(p): k for k, p in enumerate(photos)}
         return self._styled[style][[self._photo_row[id(item)] for item in items]]
 
@@ -183,10 +186,10 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
 
 
 def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Task] | None = None,
-                     split: str = "test", canvas: bool = False, sketch_norm: bool = True) -> dict:
-    """Every task (default: all of `tasks_for`, with `canvas` the canvas protocol too); sketch queries normalised
-    as the app does unless `sketch_norm` is False."""
-    views = DatasetViews(base_encoder, dataset, sketch_norm)
+                     split: str = "test", canvas: bool = False, query_norm: bool = True) -> dict:
+    """Every task (default: all of `tasks_for`, with `canvas` the canvas protocol too); queries prepared as
+    the app prepares them unless `query_norm` is False."""
+    views = DatasetViews(base_encoder, dataset, query_norm)
     gallery_vectors = embed_features(encoder, views.originals(dataset.photos()))
     results = {}
     for task in tasks or tasks_for(dataset, split=split, canvas=canvas):

@@ -28,6 +28,7 @@ from ..features import View, dataset_features, trunk_features
 from ..io import atomic_open
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
+from ..synthetic_canvas import upload_view_style
 from .losses import LOSSES, StyleNCEConfig
 from .schedule import warmup_cosine
 
@@ -67,7 +68,9 @@ class PairSet:
 
 
 def synthetic_features(encoder, dataset: Dataset, style: str) -> torch.Tensor:
-    return trunk_features(encoder, [View(p, style) for p in dataset.photos()], f"{dataset.name}-photo-{style}")
+    """Every photo rendered in synthetic `style` and prepared as the app prepares an upload (the eval's views)."""
+    view = upload_view_style(style)
+    return trunk_features(encoder, [View(p, view) for p in dataset.photos()], f"{dataset.name}-photo-{view}")
 
 
 def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, ...],
