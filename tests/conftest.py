@@ -78,10 +78,13 @@ def tiny() -> Encoder:
 # --- images ---------------------------------------------------------------------------------------
 
 def random_image(seed: int, size: tuple[int, int] = (40, 32)) -> Image.Image:
-    """A blocky random picture; different seeds give clearly different embeddings."""
+    """A random picture of 4x4 colour patches with sensor-like noise (so not a pixel-art zoom, which queries
+    de-block); different seeds give clearly different embeddings."""
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
-    return Image.fromarray(blocks).resize(size, Image.NEAREST)
+    patches = np.asarray(Image.fromarray(blocks).resize(size, Image.NEAREST), dtype=np.float32)
+    noise = rng.normal(0.0, 10.0, patches.shape)
+    return Image.fromarray(np.clip(patches + noise, 0, 255).astype(np.uint8))
 
 
 FORMATS = {".jpg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tiff": "TIFF", ".gif": "GIF"}

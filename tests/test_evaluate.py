@@ -117,7 +117,7 @@ def test_eval_canvas_protocol_reports_each_sketch_task_drawn_on_the_canvas_besid
     assert set(tasks) == {f"{name} sketch→photo (instance)", f"{name} sketch→photo (category)",
                           f"{name} sketch on canvas→photo (instance)", f"{name} sketch on canvas→photo (category)"}
     assert all(metrics["queries"] == 4 for metrics in tasks.values())
-    assert "Sketch queries normalised as the app does" in out.with_suffix(".md").read_text()
+    assert "Queries prepared as the app does" in out.with_suffix(".md").read_text()
 
 
 def test_eval_of_a_folder_without_a_manifest_says_so(tmp_path, capsys):
