@@ -25,10 +25,9 @@ class BlockTest:
     max_off_pixels: float = 0.01  # share of pixels that may differ from their block's pixel by more than tolerance
 
 
-def _grid_edges(size: int, blocks: int) -> np.ndarray:
-    """Where a nearest-neighbour enlargement from `blocks` to `size` pixels changes source pixel."""
-    source = np.floor((np.arange(size) + 0.5) * blocks / size).astype(int)
-    return np.flatnonzero(np.diff(source)) + 1
+def _source_index(size: int, blocks: int) -> np.ndarray:
+    """The source pixel of each of `size` pixels in a nearest-neighbour enlargement from `blocks` pixels."""
+    return np.floor((np.arange(size) + 0.5) * blocks / size).astype(int)
 
 
 def _block_index(image: np.ndarray, test: BlockTest) -> np.ndarray | None:
@@ -40,10 +39,11 @@ def _block_index(image: np.ndarray, test: BlockTest) -> np.ndarray | None:
     if len(edges) + 1 < test.min_blocks:
         return None
     for blocks in range(max(test.min_blocks, len(edges) + 1), int(width / test.min_block) + 1):
-        grid = _grid_edges(width, blocks)
+        source = _source_index(width, blocks)
+        grid = np.flatnonzero(np.diff(source)) + 1
         near = np.abs(edges[:, None] - grid[None, :]).min(axis=1) <= 1
         if near.all() and len(edges) >= test.seen_edges * len(grid):
-            return np.floor((np.arange(width) + 0.5) * blocks / width).astype(int)
+            return source
     return None
 
 

@@ -44,12 +44,15 @@ def test_a_pixel_art_zoom_of_any_integer_factor_is_found():
         assert np.array_equal(np.asarray(native_pixels(zoomed)), np.asarray(small)), factor
 
 
+def largest_step(image: Image.Image) -> int:
+    return int(np.abs(np.diff(np.asarray(image, dtype=int), axis=1)).max())
+
+
 def test_deblocking_keeps_the_size_and_removes_the_block_edges():
     blocky = mosaic(smooth_photo())
     smooth = deblock(blocky)
     assert smooth.size == blocky.size
-    step = lambda image: np.abs(np.diff(np.asarray(image, dtype=int), axis=1)).max()  # noqa: E731
-    assert step(smooth) < step(blocky) / 2
+    assert largest_step(smooth) < largest_step(blocky) / 2
 
 
 def flat_cartoon() -> Image.Image:
