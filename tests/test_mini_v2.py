@@ -1,5 +1,6 @@
-"""Specification of hystar-mini v2: the stride-32 stages of the trunk are trained; it starts as v1, saves and loads
-through the one factory, keeps BatchNorm statistics fixed, and trains resumably from per-epoch checkpoints."""
+"""Specification of hystar-mini v2: the stride-32 stages of the trunk are trained and each token also reads the
+image's 14x14-pixel colour thumbnail; v2.1 starts as v2.0 (which started from v1's head), saves and loads through the
+one factory, keeps BatchNorm statistics fixed, and trains resumably from per-epoch checkpoints."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 from test_foundation import needs_data
 
 from hystar.encoder import load_encoder
-from hystar.encoder.mini import FINE_STAGE, save_mini, trainable_state
-from hystar.paths import MINI_V1_DIR
+from hystar.encoder.mini import FINE_CHANNELS, FINE_STAGE, save_mini, trainable_state
+from hystar.paths import MINI_V1_DIR, MINI_V2_0_DIR
 from hystar.synthetic import synthesize
 from hystar.train.mini_v2 import V2TrainConfig, build_mini_v2, train_mini_v2, v2_config
 
@@ -24,13 +25,33 @@ def pixels(seed: int = 0) -> torch.Tensor:
     return torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(seed))
 
 
-def test_v2_starts_as_v1_and_caches_the_stride16_map():
-    v1, v2 = load_mini(), build_mini_v2()
+def test_v2_starts_as_v2_0_and_caches_the_stride16_map_with_the_colour_thumbnail():
+    v2_0, v2 = load_encoder(f"hystar-mini:{MINI_V2_0_DIR}"), build_mini_v2()
     with torch.no_grad():
         features = v2.visual.trunk(pixels())
-        assert features.shape == (3, 112, 14, 14)
-        torch.testing.assert_close(v2.encode_features(features), v1.encode_image(pixels()), atol=1e-5, rtol=0)
-    assert v2.visual.trunk_id != v1.visual.trunk_id  # the feature caches of the two never mix
+        assert features.shape == (3, FINE_CHANNELS + 3, 14, 14)
+        thumbnail = torch.nn.functional.interpolate(pixels(), size=14, mode="area")  # each pixel: a 16x16 mean
+        torch.testing.assert_close(features[:, FINE_CHANNELS:], thumbnail)
+        torch.testing.assert_close(v2.encode_features(features), v2_0.encode_image(pixels()), atol=1e-5, rtol=0)
+    assert len({v2.visual.trunk_id, v2_0.visual.trunk_id, load_mini().visual.trunk_id}) == 3  # caches never mix
+
+
+def test_v2_tokens_read_the_colour_layout_once_trained():
+    v2 = build_mini_v2()
+    with torch.no_grad():
+        features = v2.visual.trunk(pixels())
+        recoloured = features.clone()
+        recoloured[:, FINE_CHANNELS:] = recoloured[:, FINE_CHANNELS:].flip(-1)  # same structure, colours moved
+        same = v2.encode_features(features), v2.encode_features(recoloured)
+        torch.testing.assert_close(*same)  # at the start the thumbnail columns are zero: v2.0 exactly
+        v2.visual.token_proj.weight[:, -3:].normal_()
+        assert not torch.allclose(v2.encode_features(features), v2.encode_features(recoloured), atol=1e-3)
+
+
+def test_v2_starts_from_v1_head_when_asked():
+    v1, v2 = load_mini(), build_mini_v2(MINI_V1_DIR)
+    torch.testing.assert_close(v2.visual.proj, v1.visual.proj)
+    torch.testing.assert_close(v2.visual.token_proj.weight[:, :-12], v1.visual.token_proj.weight)
 
 
 def test_v2_trains_the_stride32_stages_and_head_with_batchnorm_statistics_fixed():
@@ -85,7 +106,7 @@ def test_a_short_v2_training_resumes_from_its_last_epoch_and_saves_a_loadable_mo
 def test_the_effnet_baseline_stays_the_imagenet_trunk_whatever_v2_trained():
     from hystar.eval.retrieval import EffNetPooled
 
-    v1, v2 = load_mini(), build_mini_v2()
+    v1, v2 = load_mini(), build_mini_v2(MINI_V1_DIR)
     with torch.no_grad():
         v2.visual.later_stages[0][0].conv_pw.weight.mul_(1.5)  # as if trained
         torch.testing.assert_close(EffNetPooled(v2).encode_features(v2.visual.trunk(pixels(2))),

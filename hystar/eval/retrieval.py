@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from ..data import PROMPT, Dataset, Item, class_name
 from ..embed import embed_features, embed_texts
-from ..encoder.mini import COARSE_CHANNELS, efficientnet_lite0
+from ..encoder.mini import COARSE_CHANNELS, FINE_CHANNELS, efficientnet_lite0
 from ..features import View, dataset_features, trunk_features
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
@@ -61,7 +61,8 @@ class EffNetPooled(torch.nn.Module):
 
     def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         e, features = self.imagenet, features.float()
-        coarse = e.blocks[self.split:](features) if self.split is not None else features[:, -COARSE_CHANNELS:]
+        coarse = (e.blocks[self.split:](features[:, :FINE_CHANNELS]) if self.split is not None  # (no thumbnail)
+                  else features[:, -COARSE_CHANNELS:])
         z = e.global_pool(e.bn2(e.conv_head(coarse)))
         return F.normalize(z, dim=-1) if normalize else z
 

@@ -1,19 +1,21 @@
-"""hystar-mini v2 (work in progress, not yet trained): the trunk's later stages trained for styles.
+"""hystar-mini v2: the trunk's later stages trained for styles, tokens that also read a colour thumbnail.
 `hystar train-mini-v2`.
 
 Split: EfficientNet-Lite0 stem ... stride-16 (blocks[:5]) stays frozen and its 112x14x14 maps are cached in float16
-for every training view (the usual `hystar.features` cache, trunk id `effnet-lite0-s16`); the stride-32 stages
-(blocks[5:], 2.26 M parameters, ImageNet weights as the start), the token projection and the transformer blocks are
-trained.
+for every training view, with the image's 14x14-pixel colour thumbnail (the usual `hystar.features` cache, trunk id
+`effnet-lite0-s16-rgb14`); the stride-32 stages (blocks[5:], 2.26 M parameters), the token projection (which also
+reads the thumbnail: the colour layout a low-res or mosaic query keeps) and the transformer blocks are trained.
+Lineage: ImageNet stages + v1's head -> v2.0 (4 epochs, no thumbnail; `assets/hystar-mini-v2.0`) -> v2.1 (this
+trainer's default start: v2.0 with zero thumbnail columns, so it starts embedding exactly as v2.0).
 
 BatchNorm in the trained stages runs in eval mode: the ImageNet running statistics are frozen, the affine scale and
 shift are trained. With batches of 64 mixed-style views on the CPU, batch statistics would be noisy, and the running
 statistics of the frozen trunk's input distribution stay the ones the later stages were trained with.
 
 Views per train photo (Sketchy unseen classes never enter): the photo; its synthetic renderings (mosaic, art,
-pencil); its real sketches (Sketchy, PACS `n0*`), normalised as the app does and also drawn on the canvas then
-normalised (scale, shift and stroke-thickness augmentation). Category-level views: PACS art paintings, cartoons and
-unpaired sketches.
+pencil, low-res thumbnail), each prepared as the app prepares an upload (mosaics de-blocked); its real sketches
+(Sketchy, PACS `n0*`), normalised as the app does and also drawn on the canvas then normalised (scale, shift and
+stroke-thickness augmentation). Category-level views: PACS art paintings, cartoons and unpaired sketches.
 
 Losses: a cross-style instance InfoNCE (a photo and one of its own renderings are the positive pair, symmetric),
 the class-prompt cross-entropy over the seen classes on photos, renderings and category views, and, as in
@@ -37,30 +39,44 @@ from tqdm import tqdm
 
 from ..data import PROMPT, Dataset, class_name, iter_datasets
 from ..encoder.base import Encoder
-from ..encoder.mini import FINE_CHANNELS, FINE_STAGE, MiniConfig, build_mini, save_mini, trainable_state
+from ..encoder.mini import COARSE_CHANNELS, FINE_STAGE, THUMBNAIL_CHANNELS, MiniConfig, build_mini, save_mini, trainable_state
 from ..features import View, text_features, trunk_features
 from ..io import atomic_write_json, load_tensors
-from ..paths import MINI_V1_DIR
+from ..paths import MINI_V2_0_DIR
 from ..synthetic import SYNTHETIC_STYLES
+from ..synthetic_canvas import upload_view_style
 from .losses import symmetric_info_nce
 from .mini import imagenet_names
 from .schedule import warmup_cosine
 
 SKETCH_VIEWS = ("sketchnorm", "canvas+sketchnorm")
-RENDERINGS = (*SYNTHETIC_STYLES, "lowres")  # lowres: a blurry, JPEG-damaged thumbnail (training only)
+# lowres: a blurry, JPEG-damaged thumbnail (training only); each rendered as uploaded (mosaics de-blocked), as the
+# app, the adapter training and the eval see them
+RENDERINGS = tuple(upload_view_style(style) for style in (*SYNTHETIC_STYLES, "lowres"))
 
 
 def v2_config() -> MiniConfig:
-    return MiniConfig(trained_from_stage=FINE_STAGE)
+    return MiniConfig(trained_from_stage=FINE_STAGE, thumbnail=True, trunk_channels=COARSE_CHANNELS + THUMBNAIL_CHANNELS)
 
 
-def build_mini_v2(start_from: Path | None = MINI_V1_DIR) -> Encoder:
-    """hystar-mini v2 before training: ImageNet stride-32 stages, and v1's head when `start_from` holds one."""
+def build_mini_v2(start_from: Path | None = MINI_V2_0_DIR) -> Encoder:
+    """hystar-mini v2 before training: the ImageNet trunk, with the weights of `start_from` (a hystar-mini folder:
+    v2.0 by default, or v1's head) where they fit. A token projection without thumbnail inputs is padded with zero
+    columns for them, so the start embeds exactly as `start_from` does."""
     encoder = build_mini(v2_config())
     if start_from is not None and (Path(start_from) / "weights.safetensors").is_file():
-        v1 = load_tensors(Path(start_from) / "weights.safetensors")
-        head = {k: v for k, v in v1.items() if not k.startswith("visual.effnet.")}
-        encoder.load_state_dict(head, strict=False)
+        source = load_tensors(Path(start_from) / "weights.safetensors")
+        target = encoder.state_dict()
+        start = {}
+        for key, value in source.items():
+            if key not in target:
+                continue
+            if value.shape != target[key].shape:
+                if key != "visual.token_proj.weight" or value.shape[0] != target[key].shape[0]:
+                    raise RuntimeError(f"{start_from}: {key} {tuple(value.shape)} does not fit {tuple(target[key].shape)}")
+                value = torch.cat([value, value.new_zeros(value.shape[0], target[key].shape[1] - value.shape[1])], 1)
+            start[key] = value
+        encoder.load_state_dict(start, strict=False)
     return encoder
 
 
@@ -135,7 +151,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
             views = [View(q, "sketchnorm" if q.style == "sketch" else None) for q in unpaired]
             category.append(trunk_features(encoder, views, f"{dataset.name}-v2-category"))
             category_labels += [index_of[class_name(q.label)] for q in unpaired]
-    empty = torch.zeros(0, FINE_CHANNELS, 14, 14, dtype=torch.float16)
+    empty = photos[0][:0]
     return StyleTrainingSet(torch.cat(photos), torch.tensor(labels), torch.cat(renderings) if renderings else empty,
                             torch.tensor(owners), torch.cat(category) if category else empty,
                             torch.tensor(category_labels, dtype=torch.long), classes, captions,
