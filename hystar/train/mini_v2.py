@@ -39,7 +39,15 @@ from tqdm import tqdm
 
 from ..data import PROMPT, Dataset, class_name, iter_datasets
 from ..encoder.base import Encoder
-from ..encoder.mini import COARSE_CHANNELS, FINE_STAGE, THUMBNAIL_CHANNELS, MiniConfig, build_mini, save_mini, trainable_state
+from ..encoder.mini import (
+    COARSE_CHANNELS,
+    FINE_STAGE,
+    THUMBNAIL_CHANNELS,
+    MiniConfig,
+    build_mini,
+    save_mini,
+    trainable_state,
+)
 from ..features import View, text_features, trunk_features
 from ..io import atomic_write_json, load_tensors
 from ..paths import MINI_V2_0_DIR
@@ -56,7 +64,8 @@ RENDERINGS = tuple(upload_view_style(style) for style in (*SYNTHETIC_STYLES, "lo
 
 
 def v2_config() -> MiniConfig:
-    return MiniConfig(trained_from_stage=FINE_STAGE, thumbnail=True, trunk_channels=COARSE_CHANNELS + THUMBNAIL_CHANNELS)
+    return MiniConfig(trained_from_stage=FINE_STAGE, thumbnail=True,
+                      trunk_channels=COARSE_CHANNELS + THUMBNAIL_CHANNELS)
 
 
 def build_mini_v2(start_from: Path | None = MINI_V2_0_DIR) -> Encoder:
@@ -73,7 +82,8 @@ def build_mini_v2(start_from: Path | None = MINI_V2_0_DIR) -> Encoder:
                 continue
             if value.shape != target[key].shape:
                 if key != "visual.token_proj.weight" or value.shape[0] != target[key].shape[0]:
-                    raise RuntimeError(f"{start_from}: {key} {tuple(value.shape)} does not fit {tuple(target[key].shape)}")
+                    raise RuntimeError(f"{start_from}: {key} {tuple(value.shape)} does not fit "
+                                       f"{tuple(target[key].shape)}")
                 value = torch.cat([value, value.new_zeros(value.shape[0], target[key].shape[1] - value.shape[1])], 1)
             start[key] = value
         encoder.load_state_dict(start, strict=False)
