@@ -96,9 +96,11 @@ class _CachedRows:
 
 @torch.no_grad()
 def trunk_features(encoder: Encoder, views: Sequence[View], name: str, batch_size: int = 64,
-                   workers: int = 1) -> torch.Tensor:
+                   workers: int | None = None) -> torch.Tensor:
     """Float16 trunk features of `views`, from the cache when present (the set, or its views in other sets of the
-    same trunk); computation resumes chunk by chunk."""
+    same trunk); computation resumes chunk by chunk. `workers` render views (art, canvas: slower than the trunk)
+    while the trunk runs; default one a core, at most 4."""
+    workers = min(4, os.cpu_count() or 1) if workers is None else workers
     folder = _set_dir(encoder, name, views)
     final = folder / "features.npy"
     ids = folder / "views.json"

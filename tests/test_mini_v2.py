@@ -111,3 +111,18 @@ def test_the_effnet_baseline_stays_the_imagenet_trunk_whatever_v2_trained():
         v2.visual.later_stages[0][0].conv_pw.weight.mul_(1.5)  # as if trained
         torch.testing.assert_close(EffNetPooled(v2).encode_features(v2.visual.trunk(pixels(2))),
                                    EffNetPooled(v1).encode_features(v1.visual.trunk(pixels(2))), atol=1e-5, rtol=0)
+
+
+def test_batches_hold_runs_of_same_class_photos_each_photo_once():
+    from hystar.train.mini_v2 import class_grouped_order
+
+    labels = torch.tensor([k % 5 for k in range(40)] + [-1] * 8)
+    rows = torch.arange(48)
+    order = class_grouped_order(rows, labels, 4, torch.Generator().manual_seed(0))
+    assert sorted(order.tolist()) == rows.tolist()
+    runs = order.view(-1, 4)
+    assert all(len(set(labels[run].tolist())) == 1 for run in runs)  # 8 per class: every run is one class
+    assert len({tuple(labels[run[:1]].tolist()) for run in runs[:6]}) > 1  # runs of different classes interleave
+    plain = class_grouped_order(rows, labels, 1, torch.Generator().manual_seed(0))
+    assert sorted(plain.tolist()) == rows.tolist() and not all(
+        len(set(labels[run].tolist())) == 1 for run in plain.view(-1, 4))

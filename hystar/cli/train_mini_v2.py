@@ -14,6 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/mini-v2"), help="checkpoint folder (never assets/)")
     parser.add_argument("--epochs", type=int, default=V2TrainConfig.epochs)
     parser.add_argument("--limit", type=int, default=0, help="train photos per dataset (0: all)")
+    parser.add_argument("--same-class", type=int, default=V2TrainConfig.same_class,
+                        help="photos of one class side by side in a batch (hard negatives; 1: plain shuffle)")
     parser.add_argument("--seed", type=int, default=V2TrainConfig.seed)
     parser.add_argument("--save", type=Path, default=None,
                         help="write the trained model folder here (config.json + weights.safetensors), e.g. "
@@ -24,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     if "assets" in args.out.resolve().parts:
         raise ValueError("refusing to write under assets/ (the shipped model); pick --out runs/...")
-    summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed), args.out,
+    summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed,
+                                          same_class=args.same_class), args.out,
                             args.save)
     print(json.dumps({k: summary[k] for k in ("photos", "renderings", "category_views", "seen_classes", "log")}))
     return 0

@@ -106,6 +106,7 @@ class V2TrainConfig:
     distill_kl_weight: float = 1.0
     distill_cos_weight: float = 1.0
     caption_weight: float = 0.5
+    same_class: int = 4           # photos of one class side by side in a batch: each other's hard negatives
     seed: int = 0
     limit: int = 0                # > 0: at most this many train photos per dataset (a short run)
 
@@ -168,6 +169,21 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
                             torch.tensor(caption_photo, dtype=torch.long))
 
 
+def class_grouped_order(rows: torch.Tensor, labels: torch.Tensor, group: int, generator: torch.Generator
+                        ) -> torch.Tensor:
+    """`rows` shuffled so that runs of `group` photos share a class (unlabelled photos form runs of their own): in
+    the instance InfoNCE a photo's rendering must then be told apart from photos of its own class, not only from
+    other classes. `group` 1 is a plain shuffle."""
+    rows = rows[torch.randperm(len(rows), generator=generator)]
+    if group <= 1:
+        return rows
+    by_label: dict[int, list[int]] = {}
+    for row in rows.tolist():
+        by_label.setdefault(int(labels[row]), []).append(row)
+    runs = [members[k:k + group] for members in by_label.values() for k in range(0, len(members), group)]
+    return torch.tensor([row for k in torch.randperm(len(runs), generator=generator).tolist() for row in runs[k]])
+
+
 def _checkpoint(folder: Path) -> Path | None:
     found = sorted(folder.glob("epoch-*.pt"))
     return found[-1] if found else None
@@ -210,7 +226,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
     started = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         encoder.train()  # the trunk's BatchNorm stays in eval mode (MiniVisionTower.train)
-        order = rendered[torch.randperm(len(rendered), generator=generator)]
+        order = class_grouped_order(rendered, data.photo_label, cfg.same_class, generator)
         bar = tqdm(range(steps_per_epoch), desc=f"train-mini-v2 epoch {epoch + 1}/{cfg.epochs}", unit="step")
         seen_images, epoch_start = 0, time.time()
         for batch_index in bar:
