@@ -30,8 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from hystar.adapt import HystarAdapter, HystarEncoder, load_adapter  # noqa: E402
+from hystar.adapt import HystarAdapter, HystarEncoder  # noqa: E402
 from hystar.encoder import shared_encoder  # noqa: E402
+from hystar.encoder.search import load_search_encoder  # noqa: E402
 from hystar.index import Entry, GalleryIndex, IndexMeta, KindConfig, build_faiss  # noqa: E402
 from hystar.rerank import NoRerankerError, QuARI, QuARIConfig, Reranker, load_default_reranker  # noqa: E402
 from hystar.service import DEFAULT_ADAPTER, Query, SearchService, Space  # noqa: E402
@@ -63,8 +64,8 @@ def synthetic_index(count: int, dim: int, seed: int, folder: Path) -> GalleryInd
 
 
 def adapted_encoder(base) -> tuple[HystarEncoder, str]:
-    if DEFAULT_ADAPTER.is_file():
-        return HystarEncoder(base, load_adapter(base, DEFAULT_ADAPTER)).eval(), DEFAULT_ADAPTER.name
+    if DEFAULT_ADAPTER.is_file():  # the one constructor: the file's fingerprint finds the trained QuARI
+        return load_search_encoder(base.name, DEFAULT_ADAPTER, shared=False, base=base), DEFAULT_ADAPTER.name
     torch.manual_seed(0)
     adapter = HystarAdapter(base)
     with torch.no_grad():

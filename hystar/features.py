@@ -145,6 +145,11 @@ def text_features(encoder: Encoder, texts: Sequence[str], batch_size: int = 256)
     return torch.cat(out) if out else torch.empty(0, encoder.text.proj.in_features)
 
 
+def item_features(encoder, items: Sequence[Item], name: str) -> torch.Tensor:
+    """Trunk features of `items` as stored (no view style), in their order."""
+    return trunk_features(encoder, [View(item) for item in items], name)
+
+
 def dataset_features(encoder, dataset: Dataset) -> torch.Tensor:
     """Trunk features of every item of `dataset`, in manifest order (shared by training and evaluation)."""
     return trunk_features(encoder, [View(item) for item in dataset.items], f"{dataset.name}-all")

@@ -257,8 +257,11 @@ def test_mini_config_refuses_a_channel_count_the_trunk_does_not_give():
     with pytest.raises(ValueError, match="trunk gives 768"):
         MiniConfig(trunk_channels=320, fine_tokens=True)
     assert MiniConfig().trunk_channels == 320  # stride-32 tokens
-    # the shipped model is v2: its cached trunk ends at stride 16, the stride-32 stages it trained run in embed
-    assert load_encoder("hystar-mini").visual.trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 112, 14, 14)
+    with pytest.raises(ValueError, match="trunk gives 332"):
+        MiniConfig(trained_from_stage=5, thumbnail=True)
+    # the shipped model is v2.1: its cached trunk ends at stride 16 (the stride-32 stages it trained run in embed),
+    # with the 14x14-pixel colour thumbnail beside it
+    assert load_encoder("hystar-mini").visual.trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 112 + 3, 14, 14)
 
 
 def test_trunk_features_reuse_views_cached_in_other_sets_and_tell_same_named_files_apart(tmp_path, monkeypatch):

@@ -55,6 +55,7 @@ class MiniConfig:
     fine_scale: float = 0.25   # the stride-16 activations are ~2.6x the stride-32 ones: scaled, they do not dominate
     trained_from_stage: int | None = None  # EfficientNet blocks from this index on are trained (v2: 5, stride 32)
     thumbnail: bool = False    # join the image's 14x14-pixel colour thumbnail to the tokens (needs trained_from_stage)
+    thumbnail_scale: float = 8.0  # its columns start at zero: scaled up, Adam grows them as fast as the others matter
 
     def __post_init__(self) -> None:
         if self.trained_from_stage is not None and (self.trained_from_stage != FINE_STAGE or self.fine_tokens):
@@ -102,7 +103,7 @@ class MiniVisionTower(VisionTower):
         self.effnet = efficientnet_lite0()
         self.fine_tokens, self.fine_scale = cfg.fine_tokens, cfg.fine_scale
         self.split = cfg.trained_from_stage  # None: the whole trunk is frozen
-        self.thumbnail = cfg.thumbnail
+        self.thumbnail, self.thumbnail_scale = cfg.thumbnail, cfg.thumbnail_scale
         if self.split is not None:
             self.later_stages.requires_grad_(True)
         # names the feature cache: what `trunk` returns
@@ -171,7 +172,8 @@ class MiniVisionTower(VisionTower):
         if self.split is not None:
             coarse = self.later_stages(features[:, :FINE_CHANNELS].contiguous(memory_format=torch.channels_last))
             thumbnail = features[:, FINE_CHANNELS:]  # (B, 3, 14, 14) with `thumbnail`, else empty
-            features = torch.cat([coarse, F.pixel_unshuffle(thumbnail, 2)], 1) if self.thumbnail else coarse
+            features = (torch.cat([coarse, F.pixel_unshuffle(thumbnail, 2) * self.thumbnail_scale], 1)
+                        if self.thumbnail else coarse)
         if self.fine_tokens and self.fine_scale != 1.0:
             features = torch.cat([features[:, :-COARSE_CHANNELS] * self.fine_scale, features[:, -COARSE_CHANNELS:]], 1)
         tokens = self.token_proj(features.flatten(2).transpose(1, 2))

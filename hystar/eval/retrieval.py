@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..data import PROMPT, Dataset, Item, class_name
 from ..embed import embed_features, embed_texts
 from ..encoder.mini import COARSE_CHANNELS, FINE_CHANNELS, efficientnet_lite0
-from ..features import View, dataset_features, trunk_features
+from ..features import View, item_features, trunk_features
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
@@ -106,14 +106,11 @@ class DatasetViews:
 
     def __init__(self, base_encoder, dataset: Dataset, query_norm: bool = True):
         self.base, self.dataset, self.query_norm = base_encoder, dataset, query_norm
-        self.position = {id(item): k for k, item in enumerate(dataset.items)}
-        self._all: torch.Tensor | None = None
         self._styled: dict[str, torch.Tensor] = {}
 
     def originals(self, items: Sequence[Item]) -> torch.Tensor:
-        if self._all is None:
-            self._all = dataset_features(self.base, self.dataset)
-        return self._all[[self.position[id(item)] for item in items]]
+        """`items` as stored (sketches too only when a task asks for them raw: `query_norm` off)."""
+        return item_features(self.base, items, f"{self.dataset.name}-stored")
 
     def queries(self, items: Sequence[Item], render: str = "") -> torch.Tensor:
         """Stored queries as the app sees them: sketches normalised (and drawn on the canvas first, with render)."""

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from ..adapt import AdapterConfig, PromptConfig, build_adapter, save_adapter
 from ..data import Dataset, class_name, iter_datasets
 from ..encoder import load_encoder
-from ..features import View, dataset_features, trunk_features
+from ..features import View, item_features, trunk_features
 from ..io import atomic_open
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
@@ -78,8 +78,13 @@ def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, .
     photos, photo_class, photo_key, row_of = [], [], [], {}
     queries, query_photo, query_class, query_style = [], [], [], []
     for dataset in datasets:
-        features = dataset_features(encoder, dataset)
-        position = {id(item): k for k, item in enumerate(dataset.items)}
+        sketches = dataset.select(style="sketch", split="train", unseen=False)
+        viewed = query_view_features(encoder, sketches, f"{dataset.name}-train", normalise=normalise_sketches)
+        sketch_row = {id(item): k for k, item in enumerate(sketches)} if viewed is not None else {}
+        # the files as stored: photos and the queries that are not seen through a query view
+        stored = [item for item in dataset.select(split="train", unseen=False) if id(item) not in sketch_row]
+        features = item_features(encoder, stored, f"{dataset.name}-train-stored")
+        position = {id(item): k for k, item in enumerate(stored)}
         train_photos = [p for p in dataset.photos("train") if not p.unseen]
         for photo in train_photos:
             if photo.key not in row_of:
@@ -87,9 +92,6 @@ def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, .
                 photos.append(features[position[id(photo)]])
                 photo_class.append(class_name(photo.label) if photo.label else f"instance:{photo.key}")
                 photo_key.append(photo.key)
-        sketches = dataset.select(style="sketch", split="train", unseen=False)
-        viewed = query_view_features(encoder, sketches, f"{dataset.name}-train", normalise=normalise_sketches)
-        sketch_row = {id(item): k for k, item in enumerate(sketches)} if viewed is not None else {}
         for item in dataset.select(split="train", unseen=False):
             if item.style == "photo":
                 continue
