@@ -1,0 +1,58 @@
+"""Issue 12's goals against one `hystar eval` run (the shipped adapter's figures; base for zero-shot), optionally
+beside earlier runs of the same command:
+
+    python bench/goals.py assets/eval/results.json --previous v2.0=RUN.json
+    (v2.0's run: `git show 2219499:assets/eval/results.json > RUN.json`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+# (label, task, metric, goal); the adapted side ("hystar") unless the metric is zero-shot
+GOALS = [
+    ("Sketchy sketch→photo (category)", "sketchy sketch→photo (category)", "mAP", 40.0),
+    ("Sketchy sketch on canvas→photo (category)", "sketchy sketch on canvas→photo (category)", "mAP", 35.0),
+    ("Sketchy sketch→photo (instance)", "sketchy sketch→photo (instance)", "R@1", 10.0),
+    ("PACS mosaic→photo (instance)", "pacs mosaic→photo (instance)", "R@1", 40.0),
+    ("DSR protocol, PACS mosaic (24-way)", "pacs mosaic→photo (instance)", "DSR R@1", 86.0),
+    ("DSR protocol, Sketchy sketch (24-way)", "sketchy sketch→photo (instance)", "DSR R@1", 80.0),
+    ("PACS art_painting→photo (category)", "pacs art_painting→photo (category)", "mAP", 79.9),
+    ("PACS cartoon→photo (category)", "pacs cartoon→photo (category)", "mAP", 75.6),
+    ("PACS sketch→photo (category)", "pacs sketch→photo (category)", "mAP", 71.8),
+    ("COCO-mini text→photo", "coco_mini text→photo (instance)", "R@5", 36.9),
+    ("zero-shot, PACS photos (7-way; base)", "pacs", "zero-shot", 95.0),
+]
+
+
+def figure(run: dict, task: str, metric: str) -> float | None:
+    if metric == "zero-shot":
+        return run.get("zero_shot", {}).get("base", {}).get(task, {}).get("seen_accuracy")
+    return run["retrieval"].get("hystar", {}).get(task, {}).get(metric)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="OUT.json of `hystar eval --adapter hystar=... --zero-shot`")
+    parser.add_argument("--previous", action="append", default=[], metavar="LABEL=RUN.json")
+    args = parser.parse_args()
+    current = json.loads(args.run.read_text())
+    previous = [(label, json.loads(Path(path).read_text()))
+                for label, path in (item.split("=", 1) for item in args.previous)]
+    show = lambda value: "–" if value is None else f"{value:.1f}"
+    print("| goal | metric | " + " | ".join(label for label, _ in previous) + (" | " if previous else "")
+          + "now | goal | met |")
+    print("|---|---|" + "---|" * len(previous) + "---|---|---|")
+    for label, task, metric, goal in GOALS:
+        now = figure(current, task, metric)
+        earlier = " | ".join(show(figure(run, task, metric)) for _, run in previous)
+        met = "–" if now is None else "yes" if now >= goal else "no"
+        print(f"| {label} | {metric} | " + (earlier + " | " if previous else "")
+              + f"**{show(now)}** | ≥ {goal:g} | {met} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
