@@ -152,4 +152,4 @@ def item_features(encoder, items: Sequence[Item], name: str) -> torch.Tensor:
 
 def dataset_features(encoder, dataset: Dataset) -> torch.Tensor:
     """Trunk features of every item of `dataset`, in manifest order (shared by training and evaluation)."""
-    return trunk_features(encoder, [View(item) for item in dataset.items], f"{dataset.name}-all")
+    return item_features(encoder, dataset.items, f"{dataset.name}-all")

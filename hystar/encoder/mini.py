@@ -67,7 +67,7 @@ class MiniConfig:
                     COARSE_CHANNELS + THUMBNAIL_CHANNELS if self.thumbnail else COARSE_CHANNELS)
         if self.trunk_channels != expected:
             raise ValueError(f"hystar-mini config: trunk_channels is {self.trunk_channels}, but the trunk gives "
-                             f"{expected} with fine_tokens={self.fine_tokens}")
+                             f"{expected} with fine_tokens={self.fine_tokens}, thumbnail={self.thumbnail}")
 
     @classmethod
     def from_json(cls, path: Path) -> MiniConfig:
