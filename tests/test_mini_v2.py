@@ -1,6 +1,7 @@
-"""Specification of hystar-mini v2: the stride-32 stages of the trunk are trained and each token also reads the
-image's 14x14-pixel colour thumbnail; v2.1 starts as v2.0 (which started from v1's head), saves and loads through the
-one factory, keeps BatchNorm statistics fixed, and trains resumably from per-epoch checkpoints."""
+"""Specification of hystar-mini v2: the stride-32 stages of the trunk are trained, each token also reads the
+image's 14x14-pixel colour thumbnail and the class token reads it whole; v2.2 starts as v2.0 (which started from v1's
+head), saves and loads through the one factory, keeps BatchNorm statistics fixed, and trains resumably from per-epoch
+checkpoints."""
 
 from __future__ import annotations
 
@@ -44,7 +45,10 @@ def test_v2_tokens_read_the_colour_layout_once_trained():
         recoloured[:, FINE_CHANNELS:] = recoloured[:, FINE_CHANNELS:].flip(-1)  # same structure, colours moved
         same = v2.encode_features(features), v2.encode_features(recoloured)
         torch.testing.assert_close(*same)  # at the start the thumbnail columns are zero: v2.0 exactly
-        v2.visual.token_proj.weight[:, -3:].normal_()
+        v2.visual.thumbnail_proj.weight.normal_(std=0.01)  # the class token's view of the whole thumbnail
+        assert not torch.allclose(v2.encode_features(features), v2.encode_features(recoloured), atol=1e-3)
+        v2.visual.thumbnail_proj.weight.zero_()
+        v2.visual.token_proj.weight[:, -3:].normal_()  # the tokens' view of the 2x2 pixels beneath them
         assert not torch.allclose(v2.encode_features(features), v2.encode_features(recoloured), atol=1e-3)
 
 

@@ -16,6 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int, default=0, help="train photos per dataset (0: all)")
     parser.add_argument("--same-class", type=int, default=V2TrainConfig.same_class,
                         help="photos of one class side by side in a batch (hard negatives; 1: plain shuffle)")
+    parser.add_argument("--lowres-weight", type=float, default=V2TrainConfig.lowres_weight,
+                        help="weight of each photo against its own low-res rendering (0: off)")
     parser.add_argument("--seed", type=int, default=V2TrainConfig.seed)
     parser.add_argument("--save", type=Path, default=None,
                         help="write the trained model folder here (config.json + weights.safetensors), e.g. "
@@ -27,7 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     if "assets" in args.out.resolve().parts:
         raise ValueError("refusing to write under assets/ (the shipped model); pick --out runs/...")
     summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed,
-                                          same_class=args.same_class), args.out,
+                                          same_class=args.same_class, lowres_weight=args.lowres_weight),
+                            args.out,
                             args.save)
     print(json.dumps({k: summary[k] for k in ("photos", "renderings", "category_views", "seen_classes", "log")}))
     return 0

@@ -10,7 +10,8 @@ v1 (`trained_from_stage=None`) freezes the whole trunk and trains the projection
 which is what `trunk` returns (and the feature caches hold); the trained stages run inside `embed`. Their BatchNorm
 keeps the ImageNet running statistics (eval mode) and trains only its affine scale and shift. With `thumbnail`, each
 token also reads the image at 14x14 pixels (the mean colour of its 2x2 stride-16 cells): the colour layout a
-low-res or mosaic query keeps and the trunk's features lose.
+low-res or mosaic query keeps and the trunk's features lose; with `thumbnail_class` (v2.2) the class token also reads
+the whole thumbnail through one linear map, so the exact layout reaches the embedding without being pooled by attention.
 The trained weights ship as safetensors under assets/hystar-mini/.
 """
 
@@ -38,6 +39,7 @@ JOINED_CHANNELS = COARSE_CHANNELS + 4 * FINE_CHANNELS  # a stride-32 token with 
 FINE_STAGE = 5                              # blocks[:5] end at stride 16
 THUMBNAIL_CELL = 16                         # the thumbnail's pixel: one stride-16 cell (224 px -> 14x14)
 THUMBNAIL_CHANNELS = 3 * 4                  # RGB of the 2x2 thumbnail pixels beneath a stride-32 token
+THUMBNAIL_SIDE = 14                         # 224 / THUMBNAIL_CELL
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class MiniConfig:
     trained_from_stage: int | None = None  # EfficientNet blocks from this index on are trained (v2: 5, stride 32)
     thumbnail: bool = False    # join the image's 14x14-pixel colour thumbnail to the tokens (needs trained_from_stage)
     thumbnail_scale: float = 8.0  # its columns start at zero: scaled up, Adam grows them as fast as the others matter
+    thumbnail_class: bool = False  # the class token also reads the whole thumbnail (v2.2): the exact colour layout
 
     def __post_init__(self) -> None:
         if self.trained_from_stage is not None and (self.trained_from_stage != FINE_STAGE or self.fine_tokens):
@@ -63,6 +66,8 @@ class MiniConfig:
                              "and cannot be combined with fine_tokens")
         if self.thumbnail and self.trained_from_stage is None:
             raise ValueError("hystar-mini config: thumbnail tokens need trained_from_stage (the v2 trunk split)")
+        if self.thumbnail_class and not self.thumbnail:
+            raise ValueError("hystar-mini config: thumbnail_class needs thumbnail (the cached 14x14 thumbnail)")
         expected = (JOINED_CHANNELS if self.fine_tokens else
                     COARSE_CHANNELS + THUMBNAIL_CHANNELS if self.thumbnail else COARSE_CHANNELS)
         if self.trunk_channels != expected:
@@ -112,6 +117,11 @@ class MiniVisionTower(VisionTower):
                          "effnet-lite0-s16s32" if cfg.fine_tokens else "hystar-mini")
         scale = cfg.width ** -0.5
         self.token_proj = nn.Linear(cfg.trunk_channels, cfg.width)
+        # the whole 14x14 thumbnail, laid out, into the class token; zero at the start (embeds as without it)
+        self.thumbnail_proj = nn.Linear(3 * THUMBNAIL_SIDE ** 2, cfg.width) if cfg.thumbnail_class else None
+        if self.thumbnail_proj is not None:
+            nn.init.zeros_(self.thumbnail_proj.weight)
+            nn.init.zeros_(self.thumbnail_proj.bias)
         self.class_embedding = nn.Parameter(scale * torch.randn(cfg.width))
         self.positional_embedding = nn.Parameter(scale * torch.randn(cfg.grid * cfg.grid + 1, cfg.width))
         self.ln_pre = LayerNorm(cfg.width)
@@ -169,15 +179,17 @@ class MiniVisionTower(VisionTower):
 
     def embed(self, features: torch.Tensor) -> torch.Tensor:
         features = features.to(self.token_proj.weight.dtype)
+        cls = self.class_embedding.expand(features.shape[0], 1, -1)
         if self.split is not None:
             coarse = self.later_stages(features[:, :FINE_CHANNELS].contiguous(memory_format=torch.channels_last))
             thumbnail = features[:, FINE_CHANNELS:]  # (B, 3, 14, 14) with `thumbnail`, else empty
             features = (torch.cat([coarse, F.pixel_unshuffle(thumbnail, 2) * self.thumbnail_scale], 1)
                         if self.thumbnail else coarse)
+            if self.thumbnail_proj is not None:
+                cls = cls + self.thumbnail_proj(thumbnail.flatten(1) * self.thumbnail_scale).unsqueeze(1)
         if self.fine_tokens and self.fine_scale != 1.0:
             features = torch.cat([features[:, :-COARSE_CHANNELS] * self.fine_scale, features[:, -COARSE_CHANNELS:]], 1)
         tokens = self.token_proj(features.flatten(2).transpose(1, 2))
-        cls = self.class_embedding.expand(tokens.shape[0], 1, -1)
         return self.ln_pre(torch.cat([cls, tokens], dim=1) + self.positional_embedding)
 
     def head(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -3,10 +3,12 @@
 
 Split: EfficientNet-Lite0 stem ... stride-16 (blocks[:5]) stays frozen and its 112x14x14 maps are cached in float16
 for every training view, with the image's 14x14-pixel colour thumbnail (the usual `hystar.features` cache, trunk id
-`effnet-lite0-s16-rgb14`); the stride-32 stages (blocks[5:], 2.26 M parameters), the token projection (which also
-reads the thumbnail: the colour layout a low-res or mosaic query keeps) and the transformer blocks are trained.
-Lineage: ImageNet stages + v1's head -> v2.0 (4 epochs, no thumbnail; `assets/hystar-mini-v2.0`) -> v2.1 (this
-trainer's default start: v2.0 with zero thumbnail columns, so it starts embedding exactly as v2.0).
+`effnet-lite0-s16-rgb14`); the stride-32 stages (blocks[5:], 2.26 M parameters), the token projection and the class
+token's thumbnail projection (both read the thumbnail: the colour layout a low-res or mosaic query keeps) and the
+transformer blocks are trained.
+Lineage: ImageNet stages + v1's head -> v2.0 (4 epochs, no thumbnail; `assets/hystar-mini-v2.0`) -> v2.2 (this
+trainer's default start: v2.0 with zero thumbnail weights, so it starts embedding exactly as v2.0). v2.1 (tokens
+read the thumbnail, no class-token path, no low-res loss; 5 epochs) is in git history only.
 
 BatchNorm in the trained stages runs in eval mode: the ImageNet running statistics are frozen, the affine scale and
 shift are trained. With batches of 64 mixed-style views on the CPU, batch statistics would be noisy, and the running
@@ -18,6 +20,7 @@ pencil, low-res thumbnail), each prepared as the app prepares an upload (mosaics
 stroke-thickness augmentation). Category-level views: PACS art paintings, cartoons and unpaired sketches.
 
 Losses: a cross-style instance InfoNCE (a photo and one of its own renderings are the positive pair, symmetric),
+the same against one of its own low-res renderings (mosaic or blurry thumbnail) for every photo of the batch,
 the class-prompt cross-entropy over the seen classes on photos, renderings and category views, and, as in
 `hystar.train.mini`, what keeps text -> image and zero-shot working: on photos the KL and cosine distillation of the
 ImageNet classifier's prompts, and the InfoNCE of COCO-mini train photos against one of their captions.
@@ -61,10 +64,11 @@ SKETCH_VIEWS = ("sketchnorm", "canvas+sketchnorm")
 # lowres: a blurry, JPEG-damaged thumbnail (training only); each rendered as uploaded (mosaics de-blocked), as the
 # app, the adapter training and the eval see them
 RENDERINGS = tuple(upload_view_style(style) for style in (*SYNTHETIC_STYLES, "lowres"))
+LOW_RES = tuple(upload_view_style(style) for style in ("mosaic", "lowres"))  # renderings that keep only the layout
 
 
 def v2_config() -> MiniConfig:
-    return MiniConfig(trained_from_stage=FINE_STAGE, thumbnail=True,
+    return MiniConfig(trained_from_stage=FINE_STAGE, thumbnail=True, thumbnail_class=True,
                       trunk_channels=COARSE_CHANNELS + THUMBNAIL_CHANNELS)
 
 
@@ -106,6 +110,7 @@ class V2TrainConfig:
     distill_kl_weight: float = 1.0
     distill_cos_weight: float = 1.0
     caption_weight: float = 0.5
+    lowres_weight: float = 1.0    # every photo also against its own low-res rendering (mosaic or blurry thumbnail)
     same_class: int = 4           # photos of one class side by side in a batch: each other's hard negatives
     seed: int = 0
     limit: int = 0                # > 0: at most this many train photos per dataset (a short run)
@@ -117,6 +122,7 @@ class StyleTrainingSet:
     photo_label: torch.Tensor          # (P,) class index, -1 unlabelled
     renderings: torch.Tensor           # (R, 112, 14, 14)
     rendering_photo: torch.Tensor      # (R,) row in photos
+    rendering_lowres: torch.Tensor     # (R,) bool: a LOW_RES rendering
     category: torch.Tensor             # (C, 112, 14, 14)
     category_label: torch.Tensor       # (C,)
     class_names: list[str]
@@ -129,7 +135,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
     classes = sorted({class_name(i.label) for d in datasets for i in d.photos("train") if i.label and not i.unseen})
     index_of = {c: k for k, c in enumerate(classes)}
     rng = random.Random(seed)
-    photos, labels, renderings, owners, category, category_labels = [], [], [], [], [], []
+    photos, labels, renderings, owners, lowres, category, category_labels = [], [], [], [], [], [], []
     captions, caption_photo = [], []
     seen: set[str] = set()
     for dataset in datasets:
@@ -148,6 +154,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
         for style in RENDERINGS:
             renderings.append(trunk_features(encoder, [View(p, style) for p in train], f"{dataset.name}-v2-{style}"))
             owners += [row_of[p.key] for p in train]
+            lowres += [style in LOW_RES] * len(train)
         queries = [q for q in dataset.select(split="train", unseen=False) if q.style != "photo"]
         paired = [q for q in queries if q.style == "sketch" and q.instance_id in row_of]
         for view in SKETCH_VIEWS:
@@ -155,6 +162,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
                 renderings.append(trunk_features(encoder, [View(q, view) for q in paired],
                                                  f"{dataset.name}-v2-sketch-{view}"))
                 owners += [row_of[q.instance_id] for q in paired]
+                lowres += [False] * len(paired)
         unpaired = [q for q in queries if q.label and q.instance_id not in row_of and not q.instance_id]
         if limit:
             unpaired = rng.sample(unpaired, min(limit, len(unpaired)))
@@ -164,7 +172,8 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
             category_labels += [index_of[class_name(q.label)] for q in unpaired]
     empty = photos[0][:0]
     return StyleTrainingSet(torch.cat(photos), torch.tensor(labels), torch.cat(renderings) if renderings else empty,
-                            torch.tensor(owners), torch.cat(category) if category else empty,
+                            torch.tensor(owners), torch.tensor(lowres, dtype=torch.bool),
+                            torch.cat(category) if category else empty,
                             torch.tensor(category_labels, dtype=torch.long), classes, captions,
                             torch.tensor(caption_photo, dtype=torch.long))
 
@@ -182,6 +191,12 @@ def class_grouped_order(rows: torch.Tensor, labels: torch.Tensor, group: int, ge
         by_label.setdefault(int(labels[row]), []).append(row)
     runs = [members[k:k + group] for members in by_label.values() for k in range(0, len(members), group)]
     return torch.tensor([row for k in torch.randperm(len(runs), generator=generator).tolist() for row in runs[k]])
+
+
+def _pick(rows_of: dict[int, list[int]], photo_rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One of each photo's rows in `rows_of`, drawn uniformly."""
+    return torch.tensor([rows_of[p][int(torch.randint(len(rows_of[p]), (1,), generator=generator))]
+                         for p in photo_rows.tolist()], dtype=torch.long)
 
 
 def _checkpoint(folder: Path) -> Path | None:
@@ -208,8 +223,12 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
                                    {"params": trunk_params, "lr": cfg.lr_trunk, "base": cfg.lr_trunk}],
                                   weight_decay=cfg.weight_decay)
     by_photo: dict[int, list[int]] = {}
-    for row, owner in enumerate(data.rendering_photo.tolist()):
+    lowres_of: dict[int, list[int]] = {}
+    for row, (owner, low) in enumerate(zip(data.rendering_photo.tolist(), data.rendering_lowres.tolist(),
+                                           strict=True)):
         by_photo.setdefault(owner, []).append(row)
+        if low:
+            lowres_of.setdefault(owner, []).append(row)
     rendered = torch.tensor(sorted(by_photo))
     steps_per_epoch = math.ceil(len(rendered) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
@@ -231,8 +250,10 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
         seen_images, epoch_start = 0, time.time()
         for batch_index in bar:
             photo_rows = order[batch_index * cfg.batch_size:(batch_index + 1) * cfg.batch_size]
-            picks = torch.tensor([by_photo[int(p)][int(torch.randint(len(by_photo[int(p)]), (1,),
-                                                                     generator=generator))] for p in photo_rows])
+            picks = _pick(by_photo, photo_rows, generator)
+            lowres_rows = photo_rows[torch.tensor([int(p) in lowres_of for p in photo_rows], dtype=torch.bool)] \
+                if cfg.lowres_weight else photo_rows[:0]
+            lowres_picks = _pick(lowres_of, lowres_rows, generator)
             for group in optimizer.param_groups:
                 group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
             category_rows = torch.randint(len(data.category), (min(cfg.category_batch, len(data.category)),),
@@ -242,13 +263,18 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             caption_rows = torch.stack([caption_rows[first == k][0] for k in range(len(owners))]) \
                 if len(owners) else caption_rows  # one caption per photo: no duplicate positives
             batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows],
-                               data.photos[owners]])
+                               data.renderings[lowres_picks], data.photos[owners]])
             z = F.normalize(visual.forward_features(batch.float()), dim=-1)
             n = len(photo_rows)
             photo_z, render_z = z[:n], z[n:2 * n]  # then the category-level views (class loss only), captioned photos
             captioned_z = z[len(batch) - len(owners):]
-            z = z[:len(batch) - len(owners)]
+            lowres_z = z[len(batch) - len(owners) - len(lowres_picks):len(batch) - len(owners)]
+            z = z[:len(batch) - len(owners) - len(lowres_picks)]
             loss_instance = symmetric_info_nce(photo_z, render_z, cfg.temperature)
+            loss_lowres = torch.zeros(())
+            if len(lowres_picks) > 1:
+                lowres_photo_z = photo_z[torch.isin(photo_rows, lowres_rows)]
+                loss_lowres = symmetric_info_nce(lowres_photo_z, lowres_z, cfg.temperature)
             labels = torch.cat([data.photo_label[photo_rows], data.photo_label[photo_rows],
                                 data.category_label[category_rows]])
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
@@ -264,7 +290,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
                 loss_caption = symmetric_info_nce(captioned_z, text_z, cfg.temperature)
             loss = (cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
                     + cfg.distill_kl_weight * loss_kl + cfg.distill_cos_weight * loss_cos
-                    + cfg.caption_weight * loss_caption)
+                    + cfg.caption_weight * loss_caption + cfg.lowres_weight * loss_lowres)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head_params + trunk_params, 1.0)
@@ -272,7 +298,8 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             step += 1
             seen_images += len(batch)
             bar.set_postfix(loss=f"{loss.item():.3f}", inst=f"{loss_instance.item():.3f}",
-                            cls=f"{loss_class.item():.3f}", cap=f"{loss_caption.item():.3f}",
+                            low=f"{loss_lowres.item():.3f}", cls=f"{loss_class.item():.3f}",
+                            cap=f"{loss_caption.item():.3f}",
                             img_s=f"{seen_images / max(1e-6, time.time() - epoch_start):.0f}")
         log.append({"epoch": epoch + 1, "loss": float(loss.item()), "images_per_s":
                     round(seen_images / (time.time() - epoch_start), 1), "seconds": round(time.time() - started, 1)})
