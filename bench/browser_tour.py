@@ -3,16 +3,20 @@
 1. a house drawn with the mouse edge to edge, as people fill the canvas;
 2. a stick giraffe drawn small in a corner;
 3. a thumbnail (48 px, JPEG) of a gallery photo uploaded: does it find its own photo?
+4. with --sample N: N seeded gallery photos per dataset of the demo data, each uploaded as such a thumbnail through
+   the app's API: how many find their own photo first, per side.
 
 Each step prints the top results of both sides (label · score) and saves a screenshot under test-artifacts/tour/.
 
     python app.py &                                   # the demo gallery (indexed on first start)
-    python bench/browser_tour.py --url http://127.0.0.1:7860/ --photo PATH_OF_A_GALLERY_PHOTO
+    python bench/browser_tour.py --url http://127.0.0.1:7860/ --photo PATH_OF_A_GALLERY_PHOTO [--sample 10]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import random
 import shutil
 import sys
 import tempfile
@@ -31,6 +35,12 @@ HOUSE = [[(-0.36, 0.38), (-0.36, -0.05), (0.0, -0.38), (0.36, -0.05), (0.36, 0.3
 GIRAFFE = [[(0.10, 0.40), (0.12, 0.25), (0.30, 0.25), (0.32, 0.40)],        # legs and body
            [(0.12, 0.25), (0.10, 0.35)], [(0.30, 0.25), (0.30, 0.37)],
            [(0.28, 0.25), (0.36, 0.05), (0.42, 0.04)]]                     # neck and head
+
+
+def is_same_file(photo: Path, name: str) -> bool:
+    """Whether a result's `name` (its path under the gallery folder) is `photo`: whole path parts must match, as
+    datasets repeat file names across folders (PACS: giraffe/084_0001.jpg and horse/084_0001.jpg)."""
+    return photo.resolve().parts[-len(Path(name).parts):] == Path(name).parts
 
 
 def draw(page, strokes) -> None:
@@ -60,14 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:7860/")
     parser.add_argument("--photo", type=Path, required=True, help="a photo of the gallery, uploaded as a thumbnail")
+    parser.add_argument("--sample", type=int, default=0,
+                        help="also N seeded gallery photos per dataset as thumbnails through the API (demo gallery)")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
     thumb = Path(tempfile.mkdtemp()) / "thumbnail.jpg"
-    image = Image.open(args.photo).convert("RGB")
-    image.thumbnail((48, 48))
-    image.save(thumb, "JPEG", quality=60)
+    image = save_thumbnail(args.photo, thumb)
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
@@ -86,16 +96,50 @@ def main(argv: list[str] | None = None) -> int:
         page.wait_for_timeout(1500)
         search_and_report(page, f"thumbnail-of-{args.photo.stem}")
         browser.close()
-    from gradio_client import Client, handle_file
+    from gradio_client import Client
 
-    answer = Client(args.url, verbose=False).predict(None, handle_file(str(thumb)), "", "", 1.0, 1.0, 1.0, 0.5,
-                                                     True, False, 12, False, api_name="/search")[5]
-    for side in ("base", "adapted"):
-        names = [row["name"] for row in answer.get(side) or []]
-        rank = next((k + 1 for k, name in enumerate(names) if name == args.photo.name), None)
+    client = Client(args.url, verbose=False)
+    for side, rank in own_photo_ranks(client, args.photo, thumb).items():
         print(f"  the thumbnail's own photo on the {side} side: " + (f"rank {rank}" if rank else "not in the top 12"))
     print(f"\nscreenshots in {OUT}; the thumbnail was {args.photo} at {image.size[0]}x{image.size[1]} px")
+    if args.sample:
+        sample_thumbnails(client, args.sample, thumb)
     return 0
+
+
+def save_thumbnail(photo: Path, out: Path) -> Image.Image:
+    """`photo` shrunk to fit 48 px and saved as a JPEG (quality 60), as a thumbnail reaches an upload box."""
+    image = Image.open(photo).convert("RGB")
+    image.thumbnail((48, 48))
+    image.save(out, "JPEG", quality=60)
+    return image
+
+
+def own_photo_ranks(client, photo: Path, thumb: Path) -> dict[str, int | None]:
+    """Rank of `photo` among the top 12 of each side when `thumb` is searched through the app's API."""
+    from gradio_client import handle_file
+
+    answer = client.predict(None, handle_file(str(thumb)), "", "", 1.0, 1.0, 1.0, 0.5, True, False, 12, False,
+                            api_name="/search")[5]
+    return {side: next((k + 1 for k, row in enumerate(answer.get(side) or []) if is_same_file(photo, row["name"])),
+                       None) for side in ("base", "adapted")}
+
+
+def sample_thumbnails(client, per_dataset: int, thumb: Path) -> None:
+    from hystar.data import data_root
+
+    rng = random.Random(0)
+    for manifest in sorted(data_root().glob("*/manifest.csv")):
+        with manifest.open() as handle:
+            photos = [row["path"] for row in csv.DictReader(handle)
+                      if row["style"] == "photo" and row["role"] == "gallery"]
+        first = {"base": 0, "adapted": 0}
+        for path in rng.sample(photos, min(per_dataset, len(photos))):
+            save_thumbnail(manifest.parent / path, thumb)
+            for side, rank in own_photo_ranks(client, manifest.parent / path, thumb).items():
+                first[side] += rank == 1
+        print(f"  {manifest.parent.name}: a 48-px thumbnail finds its own photo first for base {first['base']}, "
+              f"adapted {first['adapted']} of {min(per_dataset, len(photos))}")
 
 
 if __name__ == "__main__":
