@@ -251,9 +251,9 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
         for batch_index in bar:
             photo_rows = order[batch_index * cfg.batch_size:(batch_index + 1) * cfg.batch_size]
             picks = _pick(by_photo, photo_rows, generator)
-            lowres_rows = photo_rows[torch.tensor([int(p) in lowres_of for p in photo_rows], dtype=torch.bool)] \
-                if cfg.lowres_weight else photo_rows[:0]
-            lowres_picks = _pick(lowres_of, lowres_rows, generator)
+            has_lowres = torch.tensor([bool(cfg.lowres_weight) and p in lowres_of for p in photo_rows.tolist()],
+                                      dtype=torch.bool)
+            lowres_picks = _pick(lowres_of, photo_rows[has_lowres], generator)
             for group in optimizer.param_groups:
                 group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
             category_rows = torch.randint(len(data.category), (min(cfg.category_batch, len(data.category)),),
@@ -265,16 +265,13 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows],
                                data.renderings[lowres_picks], data.photos[owners]])
             z = F.normalize(visual.forward_features(batch.float()), dim=-1)
-            n = len(photo_rows)
-            photo_z, render_z = z[:n], z[n:2 * n]  # then the category-level views (class loss only), captioned photos
-            captioned_z = z[len(batch) - len(owners):]
-            lowres_z = z[len(batch) - len(owners) - len(lowres_picks):len(batch) - len(owners)]
-            z = z[:len(batch) - len(owners) - len(lowres_picks)]
+            photo_z, render_z, category_z, lowres_z, captioned_z = z.split(
+                [len(photo_rows), len(picks), len(category_rows), len(lowres_picks), len(owners)])
+            z = torch.cat([photo_z, render_z, category_z])  # the views the class loss sees
             loss_instance = symmetric_info_nce(photo_z, render_z, cfg.temperature)
             loss_lowres = torch.zeros(())
             if len(lowres_picks) > 1:
-                lowres_photo_z = photo_z[torch.isin(photo_rows, lowres_rows)]
-                loss_lowres = symmetric_info_nce(lowres_photo_z, lowres_z, cfg.temperature)
+                loss_lowres = symmetric_info_nce(photo_z[has_lowres], lowres_z, cfg.temperature)
             labels = torch.cat([data.photo_label[photo_rows], data.photo_label[photo_rows],
                                 data.category_label[category_rows]])
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
