@@ -130,3 +130,12 @@ def test_batches_hold_runs_of_same_class_photos_each_photo_once():
     plain = class_grouped_order(rows, labels, 1, torch.Generator().manual_seed(0))
     assert sorted(plain.tolist()) == rows.tolist() and not all(
         len(set(labels[run].tolist())) == 1 for run in plain.view(-1, 4))
+
+
+def test_each_photo_knows_its_renderings_and_among_them_its_real_sketches():
+    from hystar.train.mini_v2 import rows_by_photo
+
+    owners = torch.tensor([0, 1, 0, 2, 0, 1])
+    drawn = torch.tensor([False, False, True, False, True, False])
+    assert rows_by_photo(owners) == {0: [0, 2, 4], 1: [1, 5], 2: [3]}
+    assert rows_by_photo(owners, drawn) == {0: [2, 4]}  # photos without sketches are left out of the sketch batch

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..paths import MINI_V2_0_DIR
 from ..train.mini_v2 import V2TrainConfig, train_mini_v2
 
 
@@ -18,6 +19,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="photos of one class side by side in a batch (hard negatives; 1: plain shuffle)")
     parser.add_argument("--lowres-weight", type=float, default=V2TrainConfig.lowres_weight,
                         help="weight of each photo against its own low-res rendering (0: off)")
+    parser.add_argument("--sketch-batch", type=int, default=V2TrainConfig.sketch_batch,
+                        help="photos with real sketches per step, each against one of its sketches (0: off)")
+    parser.add_argument("--start-from", type=Path, default=MINI_V2_0_DIR,
+                        help="the hystar-mini folder whose weights training starts from (default: v2.0)")
     parser.add_argument("--seed", type=int, default=V2TrainConfig.seed)
     parser.add_argument("--save", type=Path, default=None,
                         help="write the trained model folder here (config.json + weights.safetensors), e.g. "
@@ -29,8 +34,8 @@ def _run(args: argparse.Namespace) -> int:
     if "assets" in args.out.resolve().parts:
         raise ValueError("refusing to write under assets/ (the shipped model); pick --out runs/...")
     summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed,
-                                          same_class=args.same_class, lowres_weight=args.lowres_weight),
-                            args.out,
-                            args.save)
+                                          same_class=args.same_class, lowres_weight=args.lowres_weight,
+                                          sketch_batch=args.sketch_batch),
+                            args.out, args.save, args.start_from)
     print(json.dumps({k: summary[k] for k in ("photos", "renderings", "category_views", "seen_classes", "log")}))
     return 0

@@ -7,8 +7,9 @@ for every training view, with the image's 14x14-pixel colour thumbnail (the usua
 token's thumbnail projection (both read the thumbnail: the colour layout a low-res or mosaic query keeps) and the
 transformer blocks are trained.
 Lineage: ImageNet stages + v1's head -> v2.0 (4 epochs, no thumbnail; `assets/hystar-mini-v2.0`) -> v2.2 (this
-trainer's default start: v2.0 with zero thumbnail weights, so it starts embedding exactly as v2.0). v2.1 (tokens
-read the thumbnail, no class-token path, no low-res loss; 5 epochs) is in git history only.
+trainer's default start: v2.0 with zero thumbnail weights, so it starts embedding exactly as v2.0; no sketch batch)
+-> v2.3 (`--start-from` v2.2, with the sketch batch). v2.1 (tokens read the thumbnail, no class-token path, no
+low-res loss; 5 epochs) is in git history only.
 
 BatchNorm in the trained stages runs in eval mode: the ImageNet running statistics are frozen, the affine scale and
 shift are trained. With batches of 64 mixed-style views on the CPU, batch statistics would be noisy, and the running
@@ -21,6 +22,8 @@ stroke-thickness augmentation). Category-level views: PACS art paintings, cartoo
 
 Losses: a cross-style instance InfoNCE (a photo and one of its own renderings are the positive pair, symmetric),
 the same against one of its own low-res renderings (mosaic or blurry thumbnail) for every photo of the batch,
+the same on a batch of its own for photos that have real sketches (each against one of its sketches: in the main
+batch such a photo draws one of a dozen or more renderings, so a given sketch would come up about once in 16 epochs),
 the class-prompt cross-entropy over the seen classes on photos, renderings and category views, and, as in
 `hystar.train.mini`, what keeps text -> image and zero-shot working: on photos the KL and cosine distillation of the
 ImageNet classifier's prompts, and the InfoNCE of COCO-mini train photos against one of their captions.
@@ -111,6 +114,8 @@ class V2TrainConfig:
     distill_cos_weight: float = 1.0
     caption_weight: float = 0.5
     lowres_weight: float = 1.0    # every photo also against its own low-res rendering (mosaic or blurry thumbnail)
+    sketch_batch: int = 48        # photos with real sketches per step, each against one of its sketches (0: off)
+    sketch_weight: float = 1.0
     same_class: int = 4           # photos of one class side by side in a batch: each other's hard negatives
     seed: int = 0
     limit: int = 0                # > 0: at most this many train photos per dataset (a short run)
@@ -123,6 +128,7 @@ class StyleTrainingSet:
     renderings: torch.Tensor           # (R, 112, 14, 14)
     rendering_photo: torch.Tensor      # (R,) row in photos
     rendering_lowres: torch.Tensor     # (R,) bool: a LOW_RES rendering
+    rendering_sketch: torch.Tensor     # (R,) bool: a real sketch of the photo (normalised, or drawn on the canvas)
     category: torch.Tensor             # (C, 112, 14, 14)
     category_label: torch.Tensor       # (C,)
     class_names: list[str]
@@ -135,7 +141,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
     classes = sorted({class_name(i.label) for d in datasets for i in d.photos("train") if i.label and not i.unseen})
     index_of = {c: k for k, c in enumerate(classes)}
     rng = random.Random(seed)
-    photos, labels, renderings, owners, lowres, category, category_labels = [], [], [], [], [], [], []
+    photos, labels, renderings, owners, lowres, sketch, category, category_labels = [], [], [], [], [], [], [], []
     captions, caption_photo = [], []
     seen: set[str] = set()
     for dataset in datasets:
@@ -155,6 +161,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
             renderings.append(trunk_features(encoder, [View(p, style) for p in train], f"{dataset.name}-v2-{style}"))
             owners += [row_of[p.key] for p in train]
             lowres += [style in LOW_RES] * len(train)
+            sketch += [False] * len(train)
         queries = [q for q in dataset.select(split="train", unseen=False) if q.style != "photo"]
         paired = [q for q in queries if q.style == "sketch" and q.instance_id in row_of]
         for view in SKETCH_VIEWS:
@@ -163,6 +170,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
                                                  f"{dataset.name}-v2-sketch-{view}"))
                 owners += [row_of[q.instance_id] for q in paired]
                 lowres += [False] * len(paired)
+                sketch += [True] * len(paired)
         unpaired = [q for q in queries if q.label and q.instance_id not in row_of and not q.instance_id]
         if limit:
             unpaired = rng.sample(unpaired, min(limit, len(unpaired)))
@@ -173,6 +181,7 @@ def style_training_set(encoder: Encoder, datasets: list[Dataset], limit: int = 0
     empty = photos[0][:0]
     return StyleTrainingSet(torch.cat(photos), torch.tensor(labels), torch.cat(renderings) if renderings else empty,
                             torch.tensor(owners), torch.tensor(lowres, dtype=torch.bool),
+                            torch.tensor(sketch, dtype=torch.bool),
                             torch.cat(category) if category else empty,
                             torch.tensor(category_labels, dtype=torch.long), classes, captions,
                             torch.tensor(caption_photo, dtype=torch.long))
@@ -193,6 +202,16 @@ def class_grouped_order(rows: torch.Tensor, labels: torch.Tensor, group: int, ge
     return torch.tensor([row for k in torch.randperm(len(runs), generator=generator).tolist() for row in runs[k]])
 
 
+def rows_by_photo(owners: torch.Tensor, keep: torch.Tensor | None = None) -> dict[int, list[int]]:
+    """The rendering rows of each photo (`owners[row]` is its photo), only those where `keep` is true if given;
+    photos without such rows are absent."""
+    rows_of: dict[int, list[int]] = {}
+    for row, owner in enumerate(owners.tolist()):
+        if keep is None or keep[row]:
+            rows_of.setdefault(owner, []).append(row)
+    return rows_of
+
+
 def _pick(rows_of: dict[int, list[int]], photo_rows: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One of each photo's rows in `rows_of`, drawn uniformly."""
     return torch.tensor([rows_of[p][int(torch.randint(len(rows_of[p]), (1,), generator=generator))]
@@ -204,10 +223,12 @@ def _checkpoint(folder: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) -> dict:
-    """Train v2 (resuming from the latest checkpoint in `out`); `save_to`: write the model folder at the end."""
+def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
+                  start_from: Path | None = MINI_V2_0_DIR) -> dict:
+    """Train v2 from the hystar-mini folder `start_from` (resuming from the latest checkpoint in `out`); `save_to`:
+    write the model folder at the end."""
     torch.manual_seed(cfg.seed)
-    encoder = build_mini_v2()
+    encoder = build_mini_v2(start_from)
     data = style_training_set(encoder, list(iter_datasets()), cfg.limit, cfg.seed)
     class_text = text_features(encoder, [PROMPT.format(c) for c in data.class_names])
     imagenet_text = text_features(encoder, [PROMPT.format(c) for c in imagenet_names()])
@@ -222,14 +243,11 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
     optimizer = torch.optim.AdamW([{"params": head_params, "lr": cfg.lr, "base": cfg.lr},
                                    {"params": trunk_params, "lr": cfg.lr_trunk, "base": cfg.lr_trunk}],
                                   weight_decay=cfg.weight_decay)
-    by_photo: dict[int, list[int]] = {}
-    lowres_of: dict[int, list[int]] = {}
-    for row, (owner, low) in enumerate(zip(data.rendering_photo.tolist(), data.rendering_lowres.tolist(),
-                                           strict=True)):
-        by_photo.setdefault(owner, []).append(row)
-        if low:
-            lowres_of.setdefault(owner, []).append(row)
+    by_photo = rows_by_photo(data.rendering_photo)
+    lowres_of = rows_by_photo(data.rendering_photo, data.rendering_lowres)
+    sketches_of = rows_by_photo(data.rendering_photo, data.rendering_sketch)
     rendered = torch.tensor(sorted(by_photo))
+    sketched = torch.tensor(sorted(sketches_of), dtype=torch.long)
     steps_per_epoch = math.ceil(len(rendered) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     out.mkdir(parents=True, exist_ok=True)
@@ -254,6 +272,9 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             has_lowres = torch.tensor([bool(cfg.lowres_weight) and p in lowres_of for p in photo_rows.tolist()],
                                       dtype=torch.bool)
             lowres_picks = _pick(lowres_of, photo_rows[has_lowres], generator)
+            # real sketches are a small part of the renderings: a batch of their own, so every epoch sees each
+            sketched_rows = sketched[torch.randperm(len(sketched), generator=generator)[:cfg.sketch_batch]]
+            sketch_picks = _pick(sketches_of, sketched_rows, generator)
             for group in optimizer.param_groups:
                 group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
             category_rows = torch.randint(len(data.category), (min(cfg.category_batch, len(data.category)),),
@@ -263,17 +284,22 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             caption_rows = torch.stack([caption_rows[first == k][0] for k in range(len(owners))]) \
                 if len(owners) else caption_rows  # one caption per photo: no duplicate positives
             batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows],
-                               data.renderings[lowres_picks], data.photos[owners]])
+                               data.renderings[lowres_picks], data.photos[owners], data.photos[sketched_rows],
+                               data.renderings[sketch_picks]])
             z = F.normalize(visual.forward_features(batch.float()), dim=-1)
-            photo_z, render_z, category_z, lowres_z, captioned_z = z.split(
-                [len(photo_rows), len(picks), len(category_rows), len(lowres_picks), len(owners)])
-            z = torch.cat([photo_z, render_z, category_z])  # the views the class loss sees
+            photo_z, render_z, category_z, lowres_z, captioned_z, sketched_z, sketch_z = z.split(
+                [len(photo_rows), len(picks), len(category_rows), len(lowres_picks), len(owners),
+                 len(sketched_rows), len(sketch_picks)])
+            z = torch.cat([photo_z, render_z, category_z, sketch_z])  # the views the class loss sees
             loss_instance = symmetric_info_nce(photo_z, render_z, cfg.temperature)
             loss_lowres = torch.zeros(())
             if len(lowres_picks) > 1:
                 loss_lowres = symmetric_info_nce(photo_z[has_lowres], lowres_z, cfg.temperature)
+            loss_sketch = torch.zeros(())
+            if len(sketch_picks) > 1:
+                loss_sketch = symmetric_info_nce(sketched_z, sketch_z, cfg.temperature)
             labels = torch.cat([data.photo_label[photo_rows], data.photo_label[photo_rows],
-                                data.category_label[category_rows]])
+                                data.category_label[category_rows], data.photo_label[sketched_rows]])
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
             known = labels >= 0
             loss_class = F.cross_entropy(z[known] @ classes.T / cfg.temperature, labels[known])
@@ -287,7 +313,8 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
                 loss_caption = symmetric_info_nce(captioned_z, text_z, cfg.temperature)
             loss = (cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
                     + cfg.distill_kl_weight * loss_kl + cfg.distill_cos_weight * loss_cos
-                    + cfg.caption_weight * loss_caption + cfg.lowres_weight * loss_lowres)
+                    + cfg.caption_weight * loss_caption + cfg.lowres_weight * loss_lowres
+                    + cfg.sketch_weight * loss_sketch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(head_params + trunk_params, 1.0)
@@ -295,8 +322,8 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None) ->
             step += 1
             seen_images += len(batch)
             bar.set_postfix(loss=f"{loss.item():.3f}", inst=f"{loss_instance.item():.3f}",
-                            low=f"{loss_lowres.item():.3f}", cls=f"{loss_class.item():.3f}",
-                            cap=f"{loss_caption.item():.3f}",
+                            low=f"{loss_lowres.item():.3f}", sk=f"{loss_sketch.item():.3f}",
+                            cls=f"{loss_class.item():.3f}", cap=f"{loss_caption.item():.3f}",
                             img_s=f"{seen_images / max(1e-6, time.time() - epoch_start):.0f}")
         log.append({"epoch": epoch + 1, "loss": float(loss.item()), "images_per_s":
                     round(seen_images / (time.time() - epoch_start), 1), "seconds": round(time.time() - started, 1)})
