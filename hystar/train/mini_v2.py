@@ -273,7 +273,8 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                                       dtype=torch.bool)
             lowres_picks = _pick(lowres_of, photo_rows[has_lowres], generator)
             # real sketches are a small part of the renderings: a batch of their own, so every epoch sees each
-            sketched_rows = sketched[torch.randperm(len(sketched), generator=generator)[:cfg.sketch_batch]]
+            sketched_rows = (sketched[torch.randperm(len(sketched), generator=generator)[:cfg.sketch_batch]]
+                             if cfg.sketch_batch else sketched[:0])  # 0: v2.2's recipe, same random draws
             sketch_picks = _pick(sketches_of, sketched_rows, generator)
             for group in optimizer.param_groups:
                 group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
