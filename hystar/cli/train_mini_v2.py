@@ -21,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="weight of each photo against its own low-res rendering (0: off)")
     parser.add_argument("--sketch-batch", type=int, default=V2TrainConfig.sketch_batch,
                         help="photos with real sketches per step, each against one of its sketches (0: off)")
+    parser.add_argument("--caption-weight", type=float, default=V2TrainConfig.caption_weight,
+                        help="weight of COCO-mini train photos against one of their captions (text -> image)")
     parser.add_argument("--start-from", type=Path, default=MINI_V2_0_DIR,
                         help="the hystar-mini folder whose weights training starts from (default: v2.0)")
     parser.add_argument("--seed", type=int, default=V2TrainConfig.seed)
@@ -35,7 +37,7 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("refusing to write under assets/ (the shipped model); pick --out runs/...")
     summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed,
                                           same_class=args.same_class, lowres_weight=args.lowres_weight,
-                                          sketch_batch=args.sketch_batch),
+                                          sketch_batch=args.sketch_batch, caption_weight=args.caption_weight),
                             args.out, args.save, args.start_from)
     print(json.dumps({k: summary[k] for k in ("photos", "renderings", "category_views", "seen_classes", "log")}))
     return 0
