@@ -8,7 +8,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_ROOT = PACKAGE_DIR.parent
 ASSETS = REPO_ROOT / "assets"
 
-MINI_DIR = ASSETS / "hystar-mini"                              # the shipped hystar-mini encoder (v2.3)
+MINI_DIR = ASSETS / "hystar-mini"                              # the shipped hystar-mini encoder (v2.4)
 MINI_V1_DIR = ASSETS / "hystar-mini-v1"                        # v1 (frozen trunk): where v2.0 training started
 MINI_V2_0_DIR = ASSETS / "hystar-mini-v2.0"                    # v2.0 (no thumbnail): where v2 training starts
 ADAPTER_PATH = ASSETS / "hystar-mini-adapter.safetensors"      # the shipped Hystar adapter of hystar-mini

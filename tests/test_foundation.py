@@ -261,7 +261,7 @@ def test_mini_config_refuses_a_channel_count_the_trunk_does_not_give():
         MiniConfig(trained_from_stage=5, thumbnail=True)
     with pytest.raises(ValueError, match="thumbnail_class needs thumbnail"):
         MiniConfig(trained_from_stage=5, thumbnail_class=True)
-    # the shipped model (v2.3): its cached trunk ends at stride 16 (the stride-32 stages it trained run in embed),
+    # the shipped model (v2.4): its cached trunk ends at stride 16 (the stride-32 stages it trained run in embed),
     # with the 14x14-pixel colour thumbnail beside it
     assert load_encoder("hystar-mini").visual.trunk(torch.zeros(1, 3, 224, 224)).shape == (1, 112 + 3, 14, 14)
 
