@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ import torch
 from PIL import Image
 
 from hystar.cli import main
-from hystar.data import split_of
-from hystar.eval.metrics import relevance, retrieval_metrics
-from hystar.eval.retrieval import dsr_protocol, headline_metric
+from hystar.data import Item, split_of
+from hystar.eval.metrics import metrics_by_group, relevance, retrieval_metrics
+from hystar.eval.retrieval import class_groups, dsr_protocol, group_table, headline_metric
 
 
 def test_recall_and_map_follow_the_ranks_of_the_correct_answers():
@@ -40,6 +41,35 @@ def test_dsr_protocol_ranks_each_query_within_its_batch_of_24():
     shuffled = dsr_protocol(photos[::-1].copy(), photos)
     assert shuffled["DSR R@1"] < 20.0
     assert dsr_protocol(photos[:23], photos[:23]) == {}  # fewer than one batch: no DSR figures
+
+
+def sketch(label: str, unseen: bool) -> Item:
+    return Item("sketchy", Path(f"{label}.png"), "sketch", label, "", "query", "test", unseen)
+
+
+def test_queries_of_seen_and_unseen_classes_are_measured_apart_and_add_up():
+    queries = [sketch("cat", False), sketch("dog", False), sketch("okapi", True)]
+    groups = class_groups(queries)
+    assert {name: mask.tolist() for name, mask in groups.items()} == {
+        "seen classes": [True, True, False], "unseen classes": [False, False, True]}
+    scores = np.array([[0.9, 0.1, 0.2], [0.8, 0.7, 0.1], [0.1, 0.9, 0.5]])  # dog's and okapi's photo come second
+    relevant = relevance(np.array(["cat", "dog", "okapi"]), np.array(["cat", "dog", "okapi"]))
+    apart = metrics_by_group(scores, relevant, groups)
+    assert (apart["seen classes"]["R@1"], apart["unseen classes"]["R@1"]) == (50.0, 0.0)
+    assert apart["seen classes"]["queries"] + apart["unseen classes"]["queries"] == len(queries)
+    assert retrieval_metrics(scores, relevant)["R@1"] == pytest.approx(100 / 3)
+
+
+def test_a_task_of_seen_classes_only_has_no_groups_and_no_group_table():
+    assert class_groups([sketch("cat", False), sketch("dog", False)]) == {}
+    assert group_table({"base": {"pacs sketch→photo (category)": {"mAP": 50.0}}}) == ""
+
+
+def test_the_group_table_puts_each_models_seen_and_unseen_figures_side_by_side():
+    groups = {"seen classes": {"mAP": 33.04, "queries": 2}, "unseen classes": {"mAP": 11.0, "queries": 1}}
+    table = group_table({"base": {"sketchy sketch→photo (category)": {"groups": groups}},
+                         "hystar": {"sketchy sketch→photo (category)": {"groups": groups}}})
+    assert "| sketchy sketch→photo (category) | mAP | 2 | 1 | 33.0 | 11.0 | 33.0 | 11.0 |" in table
 
 
 def test_headline_metric_is_map_for_categories_r5_for_text_r1_otherwise():

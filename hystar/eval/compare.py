@@ -16,6 +16,7 @@ from .retrieval import (
     Reranked,
     dsr_table,
     evaluate_dataset,
+    group_table,
     headline_table,
     markdown_table,
     tasks_for,
@@ -94,6 +95,10 @@ def render_report(report: dict, command: str) -> str:
     if dsr:
         text += ("\nThe DSR protocol, labelled as such (each query against its batch of 24 photos; their \"R@5\" "
                  "counts the top 4):\n\n" + dsr + "\n")
+    groups = group_table(retrieval)
+    if groups:
+        text += ("\nSeen and unseen classes apart (Sketchy's unseen classes are never trained on; every item of "
+                 "theirs is a test query), headline metric:\n\n" + groups + "\n")
     if report["zero_shot"]:
         text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
         text += zero_shot_table(report) + "\n"

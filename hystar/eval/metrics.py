@@ -40,5 +40,11 @@ def retrieval_metrics(scores: np.ndarray, relevant: np.ndarray, ks: tuple[int, .
     return out
 
 
+def metrics_by_group(scores: np.ndarray, relevant: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, dict]:
+    """`retrieval_metrics` of each group of queries apart (`groups`: name -> boolean mask over the queries); empty
+    groups are left out."""
+    return {name: retrieval_metrics(scores[mask], relevant[mask]) for name, mask in groups.items() if mask.any()}
+
+
 def zero_shot_accuracy(image: np.ndarray, class_text: np.ndarray, labels: np.ndarray) -> float:
     return float(((image @ class_text.T).argmax(1) == labels).mean() * 100)

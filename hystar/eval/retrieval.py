@@ -25,7 +25,7 @@ from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
 from ..synthetic_canvas import upload_view_style
-from .metrics import relevance, retrieval_metrics, zero_shot_accuracy
+from .metrics import metrics_by_group, relevance, retrieval_metrics, zero_shot_accuracy
 
 
 class FeatureEncoder(Protocol):
@@ -151,9 +151,17 @@ def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, spl
     return tasks
 
 
+def class_groups(queries: Sequence[Item]) -> dict[str, np.ndarray]:
+    """Masks of the queries from classes seen in training and from classes never trained on (Sketchy's unseen
+    classes), when a task holds both; else none."""
+    unseen = np.array([q.unseen for q in queries], dtype=bool)
+    return {"seen classes": ~unseen, "unseen classes": unseen} if unseen.any() and not unseen.all() else {}
+
+
 def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray,
                   split: str = "test") -> dict | None:
-    """Queries of `split` (the test split; "val" to choose settings) against the whole gallery."""
+    """Queries of `split` (the test split; "val" to choose settings) against the whole gallery; where they mix
+    seen and unseen classes, each group's metrics too (under "groups")."""
     dataset = views.dataset
     gallery = dataset.photos()
     if task.query_style == "text":
@@ -162,6 +170,7 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
         texts = dataset.text_queries(split)
         query_vectors = embed_captions(encoder, [t.text for t in texts])
         query_keys = np.array([t.instance_id for t in texts])
+        groups = {}
     else:
         if task.query_style in SYNTHETIC_STYLES:
             queries = dataset.photos(split)
@@ -171,12 +180,16 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
             query_vectors = embed_features(encoder, views.queries(queries, task.render))
         attribute = "label" if task.level == "category" else "key"
         query_keys = np.array([getattr(q, attribute) for q in queries])
+        groups = class_groups(queries)
     attribute = "label" if task.level == "category" else "key"
     gallery_keys = np.array([getattr(g, attribute) if task.query_style != "text" else g.instance_id
                              for g in gallery])
     scores = encoder.scores(query_vectors, gallery_vectors) if hasattr(encoder, "scores") else \
         query_vectors @ gallery_vectors.T
-    metrics = retrieval_metrics(scores, relevance(query_keys, gallery_keys))
+    relevant = relevance(query_keys, gallery_keys)
+    metrics = retrieval_metrics(scores, relevant)
+    if groups:
+        metrics["groups"] = metrics_by_group(scores, relevant, groups)
     if task.level == "instance":
         row_of = {key: row for row, key in enumerate(gallery_keys)}
         metrics |= dsr_protocol(query_vectors, gallery_vectors[[row_of[k] for k in query_keys]])
@@ -251,6 +264,27 @@ def headline_table(results: dict[str, dict[str, dict]], reference: str = "base")
             change = "" if ref is None or m == reference else f" ({value - ref[metric]:+.1f})"
             cells.append(f"{value:.1f}{change}")
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def group_table(results: dict[str, dict[str, dict]]) -> str:
+    """The headline metric of each query group (seen / unseen classes) for the tasks that have groups, models side
+    by side."""
+    models = list(results)
+    tasks = list(dict.fromkeys(t for m in models for t, r in results[m].items() if r.get("groups")))
+    if not tasks:
+        return ""
+    names = list(dict.fromkeys(g for m in models for t in tasks for g in results[m].get(t, {}).get("groups", {})))
+    header = "| task | metric | " + " | ".join(f"{g} (queries)" for g in names) + " | " + " | ".join(
+        f"{m} {g}" for m in models for g in names) + " |"
+    lines = [header, "|" + "---|" * (2 + len(names) + len(models) * len(names))]
+    for task in tasks:
+        metric = headline_metric(task)
+        first = next(results[m][task]["groups"] for m in models if results[m].get(task, {}).get("groups"))
+        counts = [str(first[g]["queries"]) if g in first else "–" for g in names]
+        cells = [f"{results[m][task]['groups'][g][metric]:.1f}" if g in results[m].get(task, {}).get("groups", {})
+                 else "–" for m in models for g in names]
+        lines.append(f"| {task} | {metric} | " + " | ".join(counts + cells) + " |")
     return "\n".join(lines)
 
 
