@@ -14,7 +14,7 @@ from PIL import Image
 from hystar.cli import main
 from hystar.data import Item, split_of
 from hystar.eval.metrics import metrics_by_group, relevance, retrieval_metrics
-from hystar.eval.retrieval import class_groups, dsr_protocol, group_table, headline_metric
+from hystar.eval.retrieval import class_groups, dsr_protocol, group_table, headline_metric, report_paths
 
 
 def test_recall_and_map_follow_the_ranks_of_the_correct_answers():
@@ -140,14 +140,20 @@ def test_eval_on_any_folder_scores_each_query_style_against_the_full_gallery(fol
 def test_eval_canvas_protocol_reports_each_sketch_task_drawn_on_the_canvas_beside_the_original(folder, tmp_path,
                                                                                            monkeypatch):
     monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
-    out = tmp_path / "canvas"
+    out = tmp_path / "canvas-v2.4"  # a dot in the name: the report is canvas-v2.4.json, not canvas-v2.json
     assert main(["eval", "--data", str(folder), "--styles", "sketch", "--canvas", "--out", str(out)]) == 0
-    tasks = json.loads(out.with_suffix(".json").read_text())["retrieval"]["base"]
+    assert sorted(p.name for p in tmp_path.glob("canvas*")) == ["canvas-v2.4.json", "canvas-v2.4.md"]
+    tasks = json.loads((tmp_path / "canvas-v2.4.json").read_text())["retrieval"]["base"]
     name = folder.name
     assert set(tasks) == {f"{name} sketch→photo (instance)", f"{name} sketch→photo (category)",
                           f"{name} sketch on canvas→photo (instance)", f"{name} sketch on canvas→photo (category)"}
     assert all(metrics["queries"] == 4 for metrics in tasks.values())
-    assert "Queries prepared as the app does" in out.with_suffix(".md").read_text()
+    assert "Queries prepared as the app does" in (tmp_path / "canvas-v2.4.md").read_text()
+
+
+def test_a_report_is_written_beside_its_out_name_whatever_dots_or_ending_it_has(tmp_path):
+    for out in ("results-v2.4", "results-v2.4.json", "results-v2.4.md"):
+        assert report_paths(tmp_path / out) == (tmp_path / "results-v2.4.json", tmp_path / "results-v2.4.md")
 
 
 def test_eval_of_a_folder_without_a_manifest_says_so(tmp_path, capsys):

@@ -13,6 +13,7 @@ from ..data import DATASETS
 from ..encoder import DEFAULT_ENCODER
 from ..eval.compare import models_to_compare, render_report, run_eval
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
+from ..eval.retrieval import write_report
 from ..online import PARAMETER_SETS, OnlineConfig
 from ..paths import RERANKER_DIR
 from ..rerank import RERANK_DEPTH
@@ -80,9 +81,7 @@ def run_online(args: argparse.Namespace) -> int:
             f"stream = its second half.\n\n{stream_table(results)}\n\n{segment_table(results)}\n")
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+        write_report(args.out, text, results)
     return 0
 
 
@@ -99,8 +98,5 @@ def _run(args: argparse.Namespace) -> int:
     text = render_report(report, command)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        if not args.render:
-            args.out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-        args.out.with_suffix(".md").write_text(text)
+        write_report(args.out, text, None if args.render else report)
     return 0

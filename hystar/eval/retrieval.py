@@ -307,9 +307,20 @@ def dsr_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(results: dict, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """OUT.json and OUT.md for `--out OUT`; a dot in OUT's name stays (results-v2.4 -> results-v2.4.json), and a
+    given .json or .md ending is taken off first."""
+    stem = out.with_suffix("") if out.suffix in (".json", ".md") else out
+    return stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.md"
+
+
+def write_report(out: Path, text: str, data: dict | None = None) -> None:
+    """The report's Markdown `text` to OUT.md and, when given, its `data` to OUT.json."""
+    json_path, md_path = report_paths(out)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md_path.write_text(text)
 
 
 def dsr_protocol(query_vectors: np.ndarray, photo_vectors: np.ndarray, seed: int = 0, batch: int = 24) -> dict:
