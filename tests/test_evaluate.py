@@ -13,8 +13,9 @@ from PIL import Image
 
 from hystar.cli import main
 from hystar.data import Item, split_of
+from hystar.eval.compare import report_paths
 from hystar.eval.metrics import metrics_by_group, relevance, retrieval_metrics
-from hystar.eval.retrieval import class_groups, dsr_protocol, group_table, headline_metric, report_paths
+from hystar.eval.retrieval import class_groups, dsr_protocol, group_table, headline_metric
 
 
 def test_recall_and_map_follow_the_ranks_of_the_correct_answers():

@@ -11,9 +11,8 @@ import torch
 
 from ..data import DATASETS
 from ..encoder import DEFAULT_ENCODER
-from ..eval.compare import models_to_compare, render_report, run_eval
+from ..eval.compare import models_to_compare, render_report, run_eval, write_report
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
-from ..eval.retrieval import write_report
 from ..online import PARAMETER_SETS, OnlineConfig
 from ..paths import RERANKER_DIR
 from ..rerank import RERANK_DEPTH

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -103,3 +104,19 @@ def render_report(report: dict, command: str) -> str:
         text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
         text += zero_shot_table(report) + "\n"
     return text
+
+
+def report_paths(out: Path) -> tuple[Path, Path]:
+    """OUT.json and OUT.md for `--out OUT`; a dot in OUT's name stays (results-v2.4 -> results-v2.4.json), and a
+    given .json or .md ending is taken off first."""
+    stem = out.with_suffix("") if out.suffix in (".json", ".md") else out
+    return stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.md"
+
+
+def write_report(out: Path, text: str, data: dict | None = None) -> None:
+    """The report's Markdown `text` to OUT.md and, when given, its `data` to OUT.json."""
+    json_path, md_path = report_paths(out)
+    md_path.parent.mkdir(parents=True, exist_ok=True)
+    if data is not None:
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md_path.write_text(text)

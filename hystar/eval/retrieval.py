@@ -7,10 +7,8 @@ art, pencil), and captions. A task is instance-level when every query names a ga
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -151,11 +149,14 @@ def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, spl
     return tasks
 
 
+CLASS_GROUPS = ("seen classes", "unseen classes")
+
+
 def class_groups(queries: Sequence[Item]) -> dict[str, np.ndarray]:
     """Masks of the queries from classes seen in training and from classes never trained on (Sketchy's unseen
     classes), when a task holds both; else none."""
     unseen = np.array([q.unseen for q in queries], dtype=bool)
-    return {"seen classes": ~unseen, "unseen classes": unseen} if unseen.any() and not unseen.all() else {}
+    return dict(zip(CLASS_GROUPS, (~unseen, unseen), strict=True)) if unseen.any() and not unseen.all() else {}
 
 
 def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray,
@@ -268,23 +269,22 @@ def headline_table(results: dict[str, dict[str, dict]], reference: str = "base")
 
 
 def group_table(results: dict[str, dict[str, dict]]) -> str:
-    """The headline metric of each query group (seen / unseen classes) for the tasks that have groups, models side
+    """The headline metric of the seen and the unseen classes for the tasks that measure them apart, models side
     by side."""
     models = list(results)
-    tasks = list(dict.fromkeys(t for m in models for t, r in results[m].items() if r.get("groups")))
+    tasks = list(dict.fromkeys(t for m in models for t, r in results[m].items() if "groups" in r))
     if not tasks:
         return ""
-    names = list(dict.fromkeys(g for m in models for t in tasks for g in results[m].get(t, {}).get("groups", {})))
-    header = "| task | metric | " + " | ".join(f"{g} (queries)" for g in names) + " | " + " | ".join(
-        f"{m} {g}" for m in models for g in names) + " |"
-    lines = [header, "|" + "---|" * (2 + len(names) + len(models) * len(names))]
+    header = ("| task | metric | " + " | ".join(f"{g} (queries)" for g in CLASS_GROUPS) + " | "
+              + " | ".join(f"{m} {g}" for m in models for g in CLASS_GROUPS) + " |")
+    lines = [header, "|" + "---|" * (2 + (1 + len(models)) * len(CLASS_GROUPS))]
     for task in tasks:
         metric = headline_metric(task)
-        first = next(results[m][task]["groups"] for m in models if results[m].get(task, {}).get("groups"))
-        counts = [str(first[g]["queries"]) if g in first else "–" for g in names]
-        cells = [f"{results[m][task]['groups'][g][metric]:.1f}" if g in results[m].get(task, {}).get("groups", {})
-                 else "–" for m in models for g in names]
-        lines.append(f"| {task} | {metric} | " + " | ".join(counts + cells) + " |")
+        apart = {m: results[m][task]["groups"] for m in models if "groups" in results[m].get(task, {})}
+        first = next(iter(apart.values()))
+        cells = [str(first[g]["queries"]) for g in CLASS_GROUPS]
+        cells += [f"{apart[m][g][metric]:.1f}" if m in apart else "–" for m in models for g in CLASS_GROUPS]
+        lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -305,22 +305,6 @@ def dsr_table(results: dict[str, dict[str, dict]]) -> str:
                  for m in models for c in DSR_COLUMNS]
         lines.append(f"| {task} | {first['DSR batches']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def report_paths(out: Path) -> tuple[Path, Path]:
-    """OUT.json and OUT.md for `--out OUT`; a dot in OUT's name stays (results-v2.4 -> results-v2.4.json), and a
-    given .json or .md ending is taken off first."""
-    stem = out.with_suffix("") if out.suffix in (".json", ".md") else out
-    return stem.parent / f"{stem.name}.json", stem.parent / f"{stem.name}.md"
-
-
-def write_report(out: Path, text: str, data: dict | None = None) -> None:
-    """The report's Markdown `text` to OUT.md and, when given, its `data` to OUT.json."""
-    json_path, md_path = report_paths(out)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
-    if data is not None:
-        json_path.write_text(json.dumps(data, indent=2) + "\n")
-    md_path.write_text(text)
 
 
 def dsr_protocol(query_vectors: np.ndarray, photo_vectors: np.ndarray, seed: int = 0, batch: int = 24) -> dict:
