@@ -51,6 +51,7 @@ from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, Tra
 from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
 from .query import prepare_query
+from .ranking import QueryExpansion
 from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
 from .spaces import Space, gallery_classes, load_spaces
@@ -80,6 +81,7 @@ class ServiceConfig:
     index_root: Path = GALLERY_INDEX_ROOT
     reranker_dir: Path = RERANKER_DIR
     candidates: int = RERANK_DEPTH     # what the re-ranker re-scores
+    expansion: QueryExpansion = field(default_factory=QueryExpansion)   # for queries with `expand`
     umap: UmapConfig | None = field(default_factory=UmapConfig)   # None: no UMAP view
     device: str | None = None          # None: CUDA when present, else the CPU
     progress: bool = True
@@ -102,6 +104,7 @@ class Query:
     k: int = 12
     adapt: bool = True
     rerank: bool = False
+    expand: bool = True                # query expansion (`QueryExpansion`); QuARI re-ranking replaces it
     online: bool = False               # adapt the user's session to this query, and embed it with the session
 
 
@@ -129,6 +132,7 @@ class SearchResponse:
     vectors: dict[str, np.ndarray]     # "base" and, adapted, "adapted": the fused query vectors
     placement: Placement | None = None
     reranked: bool = False
+    expanded: bool = False
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # milliseconds
     online: OnlineStatus | None = None  # None: online adaptation off for this search
@@ -367,15 +371,15 @@ class SearchService:
         embedded = self._embed(query, adapt, tracked)
         timings = {"embed": _ms(start)}
         searched = time.perf_counter()
-        base, reranked = self._search(base_space, embedded.base, k, query.rerank, notes)
+        base, reranked, expanded = self._search(base_space, embedded.base, k, query, notes)
         adapted = None
         if adapt:
-            adapted, also = self._search(adapted_space, embedded.adapted, k, query.rerank, notes)
-            reranked = reranked or also
+            adapted, also_reranked, also_expanded = self._search(adapted_space, embedded.adapted, k, query, notes)
+            reranked, expanded = reranked or also_reranked, expanded or also_expanded
         timings["search"] = _ms(searched)
         vectors = {"base": embedded.base} | ({"adapted": embedded.adapted} if adapt else {})
         response = SearchResponse(base, adapted, embedded.parts, embedded.explanations, embedded.offsets,
-                                  vectors, reranked=reranked, notes=notes, timings=timings,
+                                  vectors, reranked=reranked, expanded=expanded, notes=notes, timings=timings,
                                   online=None if tracked is None else tracked.status(embedded.observed))
         if place:
             self.place(response)
@@ -397,15 +401,18 @@ class SearchService:
         response.placement = Placement(points[0], points[1] if len(points) > 1 else None)
         response.timings["umap"] = _ms(started)
 
-    def _search(self, space: Space, vector: np.ndarray, k: int, rerank: bool, notes: list[str]
-                ) -> tuple[list[Result], bool]:
-        reranker = space.reranker if rerank else None
-        if rerank and reranker is None:
+    def _search(self, space: Space, vector: np.ndarray, k: int, query: Query, notes: list[str]
+                ) -> tuple[list[Result], bool, bool]:
+        """The space's top k for `vector`: (results, re-ranked, expanded). QuARI re-ranking, where asked and
+        available, re-scores the plain candidates in place of query expansion."""
+        reranker = space.reranker if query.rerank else None
+        if query.rerank and reranker is None:
             notes.append(f"no re-ranking for {space.name} results: {space.rerank_note}")
-        result = space.index.search(vector, k, reranker=reranker, candidates=self.candidates)
+        expansion = self.config.expansion if query.expand and reranker is None else None
+        result = space.index.search(vector, k, reranker=reranker, candidates=self.candidates, expansion=expansion)
         hits = space.index.hits(result)
         return [Result(h.rank, h.score, h.row, h.path, h.relpath, space.classes[h.row]) for h in hits], \
-            reranker is not None
+            reranker is not None, expansion is not None
 
     # -- online adaptation ----------------------------------------------------------------------------
 

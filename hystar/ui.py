@@ -100,7 +100,8 @@ def status_line(response: SearchResponse) -> str:
     parts = " + ".join(response.parts)
     sides = "per side, base and adapted," if response.adapted is not None else "of the base encoder"
     text = (f"**{len(response.base)}** results {sides} for {parts} · "
-            f"{response.timings.get('total', 0.0):.0f} ms" + (" · re-ranked by QuARI" if response.reranked else ""))
+            f"{response.timings.get('total', 0.0):.0f} ms" + (" · query expanded" if response.expanded else "")
+            + (" · re-ranked by QuARI" if response.reranked else ""))
     online = [] if response.online is None else [online_line(response.online)]
     return "  \n".join([text] + online + [f"⚠ {note}" for note in response.notes])
 
@@ -131,7 +132,7 @@ def details(response: SearchResponse) -> dict[str, Any]:
                 for r in results]
 
     return {"parts": response.parts, "base": rows(response.base), "adapted": rows(response.adapted),
-            "reranked": response.reranked, "notes": response.notes,
+            "expanded": response.expanded, "reranked": response.reranked, "notes": response.notes,
             "timings_ms": {k: round(v, 1) for k, v in response.timings.items()},
             "delta_s": [{"source": e.source, "layers": [{"block": layer.block, "norm": round(layer.norm, 5),
                                                          "relative": round(layer.relative, 5)}
@@ -233,7 +234,7 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
     readable = readable or QueryFiles.of_app(served, example_files(EXAMPLES_DIR))
 
     def search(sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight,
-               adapt, rerank, k, online=False, request: gr.Request = None):
+               adapt, rerank, k, online=False, expand=True, request: gr.Request = None):
         try:
             query = Query(sketch=_canvas(sketch, readable), image=_file(image, readable), text=_text(text, "text"),
                           negative=_text(negative, "negative text"),
@@ -241,7 +242,7 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
                           image_weight=_number(image_weight, "image weight"),
                           text_weight=_number(text_weight, "text weight"),
                           negative_weight=_number(negative_weight, "negative weight"), k=int(_number(k, "top-k")),
-                          adapt=bool(adapt), rerank=bool(rerank), online=bool(online))
+                          adapt=bool(adapt), rerank=bool(rerank), expand=bool(expand), online=bool(online))
             response = service.search(query, user=_user(request))
             base, adapted = _gallery(response.base, served), _gallery(response.adapted, served)
         except GalleryIndexingError as error:  # not a fault: the gallery is being indexed
@@ -426,6 +427,9 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                         service.can_adapt, label="style adaptation (Hystar), side by side with the base encoder",
                         interactive=service.can_adapt,
                         info=None if service.can_adapt else "unavailable: no trained adapter was found")
+                    expand = gr.Checkbox(
+                        True, label="query expansion: the best matches widen the query (the best one stays first)",
+                        info="QuARI re-ranking, when on, replaces it", elem_id="expand")
                     rerank = gr.Checkbox(
                         False, label="re-rank with QuARI", interactive=service.can_rerank,
                         info=None if service.can_rerank else "unavailable: no QuARI re-ranker is trained for "
@@ -464,7 +468,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     info = gr.JSON(label="last search")
 
         inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
-                  rerank, k, online]  # online last: callers of the API from before it still work
+                  rerank, k, online, expand]  # the newest last: callers of the API from before still work
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
         search = make_search(service, results, QueryFiles.of_app(results, examples))
         new_query = [sketch, image, text, negative]

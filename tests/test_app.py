@@ -36,7 +36,7 @@ from hystar.service import (
     fuse,
     gallery_classes,
 )
-from hystar.ui import build_app, launch
+from hystar.ui import build_app, launch, status_line
 from hystar.views import (
     DELTA_TITLES,
     UMAP_ADAPTED,
@@ -275,7 +275,22 @@ def test_odd_image_modes_are_searched(service, tmp_path, mode):
     assert len(service.search(Query(image=path, k=3)).base) == 3
 
 
-# --- re-ranking --------------------------------------------------------------------------------------------
+# --- query expansion and re-ranking --------------------------------------------------------------------------
+
+@needs_data
+def test_searches_are_expanded_by_default_and_keep_the_plain_best_match_first(service, app_gallery):
+    photo = next(p for p in sorted(app_gallery.rglob("*.jpg")))
+    for query in (Query(text="a photo of a giraffe", k=8), Query(image=photo, k=8)):
+        expanded = service.search(query)
+        plain = service.search(Query(text=query.text, image=query.image, k=8, expand=False))
+        assert expanded.expanded and not plain.expanded
+        for side in ("base", "adapted"):
+            ours, theirs = getattr(expanded, side), getattr(plain, side)
+            assert_ranked(ours, 8)
+            assert ours[0].row == theirs[0].row
+    assert "query expanded" in status_line(expanded) and "query expanded" not in status_line(plain)
+
+
 
 @needs_data
 def test_without_a_trained_re_ranker_asking_for_one_is_a_note(service):
@@ -293,7 +308,7 @@ def test_re_ranking_orders_the_candidates_by_the_re_ranker(service):
     reranking = SearchService(service.encoder, Space("base", base.index, base.classes, reranker), candidates=30,
                               umap=None)
     response = reranking.search(Query(text="a photo of an elephant", rerank=True, k=10))
-    assert response.reranked and not response.notes
+    assert response.reranked and not response.expanded and not response.notes  # re-ranking replaces expansion
     assert_ranked(response.base, 10)
     rows = np.array([r.row for r in response.base])
     expected = reranker.rerank(response.vectors["base"], np.asarray(base.index.vectors[rows], np.float32))
@@ -544,8 +559,19 @@ def test_the_online_control_and_its_reset_are_shown_and_in_the_api(client):
         assert props[control].get("visible") is not False and props[control].get("interactive") is not False
     assert props["online"]["value"] is False  # off until the user turns it on
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert [p["parameter_name"] for p in api["/search"]["parameters"]][-1] == "online"
+    assert [p["parameter_name"] for p in api["/search"]["parameters"]][-2:] == ["online", "expand"]
     assert "/reset_online" in api
+
+
+@needs_data
+def test_query_expansion_is_a_control_on_by_default_and_the_api_can_turn_it_off(client):
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    assert props["expand"]["value"] is True and props["expand"].get("interactive") is not False
+    expanded = ask(client, text="a photo of a giraffe")
+    plain = client.predict(None, None, "a photo of a giraffe", "", 1.0, 1.0, 1.0, 0.5, True, False, 6, False, False,
+                           api_name="/search")
+    assert expanded[5]["expanded"] is True and plain[5]["expanded"] is False
+    assert expanded[5]["base"][0]["name"] == plain[5]["base"][0]["name"]
 
 
 @needs_data

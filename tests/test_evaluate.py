@@ -152,6 +152,30 @@ def test_eval_canvas_protocol_reports_each_sketch_task_drawn_on_the_canvas_besid
     assert "Queries prepared as the app does" in (tmp_path / "canvas-v2.4.md").read_text()
 
 
+def test_eval_expand_adds_each_model_with_query_expansion_whose_best_match_stays_first(folder, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "expanded"
+    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--expand", "3:1:3", "5:1.5:3",
+                 "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["models"] == ["base", "base+qe(3:1:3)", "base+qe"]  # 5:1.5:3 is the app's setting
+    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--expand", "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["models"] == ["base", "base+qe"]
+    plain, expanded = report["retrieval"]["base"], report["retrieval"]["base+qe"]
+    assert set(plain) == set(expanded)
+    for task, metrics in plain.items():
+        assert expanded[task]["R@1"] == metrics["R@1"] and expanded[task]["queries"] == metrics["queries"]
+    assert "base+qe R@1" in out.with_suffix(".md").read_text()
+
+
+def test_eval_expand_refuses_a_malformed_setting(folder, capsys):
+    with pytest.raises(SystemExit):
+        main(["eval", "--data", str(folder), "--expand", "5:1.5"])
+    assert "expected NEIGHBORS:WEIGHT:POWER" in capsys.readouterr().err
+
+
 def test_a_report_is_written_beside_its_out_name_whatever_dots_or_ending_it_has(tmp_path):
     for out in ("results-v2.4", "results-v2.4.json", "results-v2.4.md"):
         assert report_paths(tmp_path / out) == (tmp_path / "results-v2.4.json", tmp_path / "results-v2.4.md")

@@ -66,9 +66,23 @@ def test_search_json_is_machine_readable(tmp_path, indexed, gallery, run_cli):
     result = run_cli("search", indexed, "--image", gallery[0], "-k", "2", "--json")
     payload = json.loads(result.out)
     assert payload["query"] == {"image": str(gallery[0])} and payload["rerank"] is None
+    assert payload["expanded"] is True  # query expansion, as in the app
     assert [r["rank"] for r in payload["results"]] == [1, 2]
     assert payload["results"][0]["path"] == str(gallery[0])
     assert payload["results"][0]["relpath"] == gallery[0].relative_to(tmp_path / "photos").as_posix()
+
+
+def test_no_expand_gives_plain_nearest_neighbours_with_the_same_best_match(indexed, run_cli):
+    def ranked(*flags):
+        result = run_cli("search", indexed, "--text", "a red square", "-k", "6", "--json", *flags)
+        assert result.code == 0, result.err
+        return json.loads(result.out)
+
+    plain, expanded = ranked("--no-expand"), ranked()
+    assert plain["expanded"] is False and expanded["expanded"] is True
+    assert plain["results"][0]["path"] == expanded["results"][0]["path"]
+    assert {r["path"] for r in plain["results"]} != {r["path"] for r in expanded["results"]} or \
+        [r["score"] for r in plain["results"]] != [r["score"] for r in expanded["results"]]
 
 
 def test_search_refuses_an_index_from_another_encoder(indexed, gallery, run_cli):

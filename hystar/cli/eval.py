@@ -15,7 +15,16 @@ from ..eval.compare import models_to_compare, render_report, run_eval, write_rep
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
 from ..online import PARAMETER_SETS, OnlineConfig
 from ..paths import RERANKER_DIR
+from ..ranking import QueryExpansion
 from ..rerank import RERANK_DEPTH
+
+
+def expansion_setting(text: str) -> QueryExpansion:
+    try:
+        neighbors, weight, power = text.split(":")
+        return QueryExpansion(int(neighbors), float(weight), float(power))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NEIGHBORS:WEIGHT:POWER, e.g. 5:1.5:3") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quari-blend", type=float, nargs="+", metavar="B",
                         help="re-rank with blend B (QuARI's share of the score) instead of the checkpoint's; "
                              "several: one model each")
+    parser.add_argument("--expand", type=expansion_setting, nargs="*", metavar="N:W:P",
+                        help="also each model (before re-ranking) with query expansion as the app searches: label "
+                             "+qe; with settings NEIGHBORS:WEIGHT:POWER, one model each (to choose them on val)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="queries of this split (the gallery is always every photo); choose settings on val")
     parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "

@@ -75,6 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--adapter", type=Path, help="adapter file (default: the index's, if any)")
     search.add_argument("--no-adapt", action="store_true", help="embed the query with the base encoder")
     search.add_argument("--rerank", choices=RERANKERS, help="re-rank the top candidates")
+    search.add_argument("--no-expand", action="store_true",
+                        help="plain nearest neighbours: no query expansion (on by default, as in the app)")
     search.add_argument("--candidates", type=int, default=RERANK_DEPTH,
                         help=f"candidates the re-ranker sees (default {RERANK_DEPTH}, as in the app)")
     search.add_argument("-k", type=int, default=10, help="results to show")
@@ -154,7 +156,8 @@ def run_search(args: argparse.Namespace) -> int:
     reranker = load_named_reranker(args.rerank, encoder.fingerprint) if args.rerank else None
     adapted = identity.adapter_fingerprint is not None
     service = SearchService.over_index(index, encoder.base, encoder if adapted else None, reranker, args.candidates)
-    query = Query(text=args.text or "", image=args.image, k=args.k, adapt=adapted, rerank=reranker is not None)
+    query = Query(text=args.text or "", image=args.image, k=args.k, adapt=adapted, rerank=reranker is not None,
+                  expand=not args.no_expand)
     hits = []
     if len(index):
         try:
@@ -165,6 +168,7 @@ def run_search(args: argparse.Namespace) -> int:
     if args.json:
         asked = {"text": args.text} if args.text is not None else {"image": str(args.image)}
         print(json.dumps({"index": str(args.index), "query": asked, "adapted": adapted, "rerank": args.rerank,
+                          "expanded": not args.no_expand,
                           "results": [{"rank": h.rank, "score": round(h.score, 6), "path": str(h.path),
                                        "relpath": h.name} for h in hits]}, indent=2))
         return 0

@@ -11,9 +11,11 @@ import torch
 from ..data import load_dataset
 from ..encoder import Encoder, load_encoder
 from ..encoder.search import load_search_encoder
+from ..ranking import QueryExpansion
 from ..rerank import NoRerankerError, load_default_reranker
 from .retrieval import (
     EffNetPooled,
+    Expanded,
     Reranked,
     dsr_table,
     evaluate_dataset,
@@ -25,9 +27,16 @@ from .retrieval import (
 )
 
 
+def expansion_label(expansion: QueryExpansion) -> str:
+    """"qe" for the app's query expansion, else "qe(NEIGHBORS:WEIGHT:POWER)"."""
+    if expansion == QueryExpansion():
+        return "qe"
+    return f"qe({expansion.neighbors}:{expansion.weight:g}:{expansion.power:g})"
+
+
 def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
     """The base encoder and every model `hystar eval` compares, by label; `args` as `hystar.cli.eval` parses them
-    (encoder, adapter, no_base, rerank, quari_dir, quari_blend, top_k, baseline)."""
+    (encoder, adapter, no_base, rerank, quari_dir, quari_blend, top_k, expand, baseline)."""
     base = load_encoder(args.encoder).requires_grad_(False)
     models = {} if args.no_base else {"base": base}
     for entry in args.adapter or []:
@@ -45,6 +54,11 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
                 models[f"{label}+quari"] = Reranked(model, reranker, args.top_k)
             for blend in args.quari_blend or []:
                 models[f"{label}+quari@{blend:g}"] = Reranked(model, reranker.with_blend(blend), args.top_k)
+    if args.expand is not None:
+        plain = [(label, model) for label, model in models.items() if not isinstance(model, Reranked)]
+        for label, model in plain:
+            for expansion in args.expand or [QueryExpansion()]:
+                models[f"{label}+{expansion_label(expansion)}"] = Expanded(model, expansion)
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
             raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")

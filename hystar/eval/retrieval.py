@@ -7,7 +7,7 @@ art, pencil), and captions. A task is instance-level when every query names a ga
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -19,6 +19,7 @@ from ..data import PROMPT, Dataset, Item, class_name
 from ..embed import embed_features, embed_texts
 from ..encoder.mini import COARSE_CHANNELS, FINE_CHANNELS, efficientnet_lite0
 from ..features import View, item_features, trunk_features
+from ..ranking import QueryExpansion
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
@@ -87,6 +88,23 @@ class Reranked:
             top = np.argpartition(-base[row], self.top_k)[:self.top_k]
             out[row, top] = self.reranker.rerank(query, gallery[top])
         return out
+
+
+class Expanded:
+    """A model whose queries are expanded by their best gallery matches (`QueryExpansion`, as the app searches)."""
+
+    def __init__(self, model, expansion: QueryExpansion):
+        self.model, self.expansion = model, expansion
+        self.name = f"{getattr(model, 'name', 'model')}+qe"
+
+    def __getattr__(self, attribute: str):
+        return getattr(self.model, attribute)
+
+    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        return self.model.encode_features(features, normalize)
+
+    def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        return self.expansion.scores(queries, gallery)
 
 
 @torch.no_grad()
@@ -185,15 +203,15 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
     attribute = "label" if task.level == "category" else "key"
     gallery_keys = np.array([getattr(g, attribute) if task.query_style != "text" else g.instance_id
                              for g in gallery])
-    scores = encoder.scores(query_vectors, gallery_vectors) if hasattr(encoder, "scores") else \
-        query_vectors @ gallery_vectors.T
+    score = getattr(encoder, "scores", None)
+    scores = score(query_vectors, gallery_vectors) if score is not None else query_vectors @ gallery_vectors.T
     relevant = relevance(query_keys, gallery_keys)
     metrics = retrieval_metrics(scores, relevant)
     if groups:
         metrics["groups"] = metrics_by_group(scores, relevant, groups)
     if task.level == "instance":
         row_of = {key: row for row, key in enumerate(gallery_keys)}
-        metrics |= dsr_protocol(query_vectors, gallery_vectors[[row_of[k] for k in query_keys]])
+        metrics |= dsr_protocol(query_vectors, gallery_vectors[[row_of[k] for k in query_keys]], score=score)
     return metrics
 
 
@@ -307,17 +325,19 @@ def dsr_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
-def dsr_protocol(query_vectors: np.ndarray, photo_vectors: np.ndarray, seed: int = 0, batch: int = 24) -> dict:
+def dsr_protocol(query_vectors: np.ndarray, photo_vectors: np.ndarray, seed: int = 0, batch: int = 24,
+                 score: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> dict:
     """The DSR benchmark protocol, labelled as such: queries in shuffled batches of 24 (query, photo) pairs, each
-    query ranked against its batch's 24 photos. Their "R@5" counts the top 4 (as their code does); we add true top 5.
-    `photo_vectors[i]` is query i's positive photo."""
+    query ranked against its batch's 24 photos (by `score`, a model's own scoring, else the inner product). Their
+    "R@5" counts the top 4 (as their code does); we add true top 5. `photo_vectors[i]` is query i's positive photo."""
     if len(query_vectors) < batch:
         return {}  # not one whole batch: the protocol does not apply
     order = np.random.default_rng(seed).permutation(len(query_vectors))
     hits = {1: [], 4: [], 5: []}
     for start in range(0, len(order) - batch + 1, batch):
         rows = order[start:start + batch]
-        scores = query_vectors[rows] @ photo_vectors[rows].T
+        queries, photos = query_vectors[rows], photo_vectors[rows]
+        scores = score(queries, photos) if score is not None else queries @ photos.T
         rank = (scores > scores.diagonal()[:, None]).sum(1)
         for k in hits:
             hits[k].extend(rank < k)

@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from ..encoder.search import EncoderIdentity
-from ..ranking import padded_top_k
+from ..ranking import QueryExpansion, padded_top_k
 from .format import (
     FAISS_INDEX,
     VECTORS,
@@ -134,9 +134,10 @@ class VectorSearch:
             self.params["refine"] = refine
 
     def search(self, queries: np.ndarray, k: int = 10, reranker: Rescorer | None = None,
-               candidates: int = 100) -> SearchResult:
-        """Top-k rows by inner product for each query (q, d) or (d,). With a `reranker`, the best `candidates`
-        are re-scored by it and its scores are returned."""
+               candidates: int = 100, expansion: QueryExpansion | None = None) -> SearchResult:
+        """Top-k rows by inner product for each query (q, d) or (d,). With an `expansion`, each query's best
+        matches expand it (`QueryExpansion`) and its best match stays first. With a `reranker`, the best
+        `candidates` (of the expanded query, with both) are re-scored by it and its scores are returned."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.dim:
             raise ValueError(f"query vectors have dimension {queries.shape[1]}; the index holds {self.dim}")
@@ -144,6 +145,8 @@ class VectorSearch:
         if k <= 0:
             empty = np.zeros((len(queries), 0))
             return SearchResult(empty.astype(np.float32), empty.astype(np.int64))
+        if expansion is not None:
+            return self._expanded_search(queries, k, reranker, candidates, expansion)
         want = min(len(self), max(k, candidates)) if reranker is not None else k
         fetch = min(len(self), max(want, int(self.params.get("refine", 0)))) if self.approximate else want
         scores, rows = self._searcher.search(np.ascontiguousarray(queries), fetch)
@@ -153,6 +156,22 @@ class VectorSearch:
             rerank = lambda q, r: np.asarray(reranker.rerank(q, self.rows(r)), np.float32)
             scores, rows = self._rescore(queries, rows[:, :want], k, rerank)
         return SearchResult(scores[:, :k].astype(np.float32), rows[:, :k].astype(np.int64))
+
+    def _expanded_search(self, queries: np.ndarray, k: int, reranker: Rescorer | None, candidates: int,
+                         expansion: QueryExpansion) -> SearchResult:
+        best = self.search(queries, expansion.neighbors)
+        neighbors = self.rows(np.maximum(best.rows, 0).ravel()).reshape(*best.rows.shape, self.dim)
+        scores = np.where(best.rows >= 0, best.scores, -np.inf)
+        result = self.search(expansion.expand(queries, neighbors, scores), k, reranker, candidates)
+        for i, first in enumerate(best.rows[:, 0]):  # the query's best match stays first
+            row_scores, rows = result.scores[i], result.rows[i]
+            if first < 0 or rows[0] == first:
+                continue
+            kept = rows != first
+            lifted = np.nextafter(row_scores[0], np.float32(np.inf))
+            result.rows[i] = np.concatenate([[first], rows[kept]])[:k]
+            result.scores[i] = np.concatenate([[lifted], row_scores[kept]])[:k]
+        return result
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
         """The stored vectors of `rows` as float32 (read in ascending order: kind to disks)."""
@@ -243,9 +262,9 @@ class GalleryIndex:
         self.searcher.tune(nprobe, ef_search, refine)
 
     def search(self, queries: np.ndarray, k: int = 10, reranker: Rescorer | None = None,
-               candidates: int = 100) -> SearchResult:
+               candidates: int = 100, expansion: QueryExpansion | None = None) -> SearchResult:
         """See `VectorSearch.search`; rows index `entries` (and `vectors`)."""
-        return self.searcher.search(queries, k, reranker, candidates)
+        return self.searcher.search(queries, k, reranker, candidates, expansion)
 
     def hits(self, result: SearchResult, query: int = 0) -> list[Hit]:
         pairs = zip(result.scores[query], result.rows[query], strict=True)

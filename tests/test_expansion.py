@@ -1,0 +1,96 @@
+"""Query expansion: a query's best matches widen it for category search, its best match stays first, and the index
+ranks as the full-gallery scores that evaluation uses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hystar.eval.metrics import relevance, retrieval_metrics
+from hystar.index.kinds import KindConfig, build_faiss
+from hystar.index.search import VectorSearch
+from hystar.ranking import QueryExpansion, keep_first
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def clustered(seed: int = 0, classes: int = 12, per_class: int = 25, dim: int = 48, queries_per_class: int = 5):
+    """Photos tight around their class centre; queries (say sketches) far noisier around it, so plain search
+    finds only some of their class first."""
+    rng = np.random.default_rng(seed)
+    centres = unit(rng.standard_normal((classes, dim)))
+    labels = np.repeat(np.arange(classes), per_class)
+    gallery = unit(centres[labels] + 0.12 * rng.standard_normal((len(labels), dim)))
+    query_labels = np.repeat(np.arange(classes), queries_per_class)
+    queries = unit(centres[query_labels] + 0.35 * rng.standard_normal((len(query_labels), dim)))
+    return queries, query_labels, gallery, labels
+
+
+def flat_search(gallery: np.ndarray) -> VectorSearch:
+    return VectorSearch.of(gallery, build_faiss(gallery, KindConfig("flat")))
+
+
+def test_expansion_finds_more_of_the_query_class_than_plain_search():
+    queries, query_labels, gallery, labels = clustered()
+    relevant = relevance(query_labels, labels)
+    plain = retrieval_metrics(queries @ gallery.T, relevant)
+    expanded = retrieval_metrics(QueryExpansion().scores(queries, gallery), relevant)
+    assert expanded["mAP"] > plain["mAP"] + 5
+    assert expanded["R@1"] == plain["R@1"]  # the best match stays first
+
+
+def test_the_best_match_of_every_query_stays_first():
+    queries, _, gallery, _ = clustered(seed=1)
+    plain_first = np.argmax(queries @ gallery.T, axis=1)
+    for expansion in (QueryExpansion(), QueryExpansion(neighbors=10, weight=3.0, power=1.0)):
+        np.testing.assert_array_equal(np.argmax(expansion.scores(queries, gallery), axis=1), plain_first)
+
+
+def test_no_weight_leaves_the_ranking_as_it_was():
+    queries, _, gallery, _ = clustered(seed=2)
+    plain_order = np.argsort(-(queries @ gallery.T), axis=1, kind="stable")
+    order = np.argsort(-QueryExpansion(weight=0.0).scores(queries, gallery), axis=1, kind="stable")
+    np.testing.assert_array_equal(order[:, :20], plain_order[:, :20])
+
+
+def test_neighbours_that_are_absent_or_dissimilar_weigh_nothing():
+    query = unit(np.array([[1.0, 0.0, 0.0]]))
+    neighbors = unit(np.array([[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]))
+    alone = QueryExpansion().expand(query, neighbors, np.array([[-np.inf, -0.3]]))
+    np.testing.assert_allclose(alone, query)
+
+
+def test_keep_first_lifts_the_given_entry_just_above_the_top():
+    scores = np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]], np.float32)
+    keep_first(scores, np.array([2, 0]))
+    assert np.argmax(scores[0]) == 2 and scores[0, 2] > 0.9 and scores[0, 2] < 0.9 + 1e-6
+    assert scores[1, 0] >= 0.7
+
+
+def test_the_index_search_ranks_as_the_full_gallery_scores():
+    queries, _, gallery, _ = clustered(seed=3)
+    expansion = QueryExpansion()
+    full = expansion.scores(queries, gallery)
+    result = flat_search(gallery).search(queries, k=15, expansion=expansion)
+    np.testing.assert_array_equal(result.rows[:, 0], np.argmax(full, axis=1))
+    # the same 15 in the same order, up to rounding (an index may hold its vectors in float16)
+    best = -np.sort(-full, axis=1)[:, :15]
+    np.testing.assert_allclose(np.take_along_axis(full, result.rows, 1)[:, 1:], best[:, 1:], atol=1e-3)
+    np.testing.assert_allclose(result.scores[:, 1:], best[:, 1:], atol=1e-3)
+    assert (np.diff(result.scores, axis=1) <= 0).all()  # best first, the kept match included
+
+
+def test_expansion_on_a_gallery_smaller_than_its_neighbours_or_k():
+    gallery = unit(np.random.default_rng(4).standard_normal((3, 8)))
+    query = gallery[1] + 0.01
+    result = flat_search(gallery).search(query, k=10, expansion=QueryExpansion(neighbors=5))
+    assert result.rows.shape == (1, 3) and result.rows[0, 0] == 1
+    assert sorted(result.rows[0]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("setting", [dict(neighbors=0), dict(weight=-1.0), dict(power=-2.0)])
+def test_settings_out_of_range_are_refused(setting):
+    with pytest.raises(ValueError, match="query expansion needs"):
+        QueryExpansion(**setting)
