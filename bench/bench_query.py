@@ -2,8 +2,9 @@
 
     canvas PNG -> decode -> encode (base + adapted, one trunk pass) -> search both 10 k galleries -> QuARI re-rank
 
-through `SearchService.search` exactly as the app calls it (place=False), then, separately, the UMAP placement
-of the query's two embeddings (`SearchService.place`). Acceptance: p50 <= 150 ms and p95 <= 250 ms, UMAP excluded.
+and the same with the app's default in place of re-ranking, query expansion (two searches per side), through
+`SearchService.search` exactly as the app calls it (place=False), then, separately, the UMAP placement of the query's
+two embeddings (`SearchService.place`). Acceptance, each path: p50 <= 150 ms and p95 <= 250 ms, UMAP excluded.
 
 The encoder is the shipped hystar-mini with the trained adapter when it exists (else a seeded random adapter of
 the same shape: the cost does not depend on the weights), and the trained QuARI re-ranker when there is one
@@ -134,17 +135,21 @@ def main() -> int:
     check = service.search(query, place=False)
     assert check.reranked and check.adapted is not None and len(check.base) == 12
 
+    expanded = Query(sketch=canvas, k=12, adapt=True)  # the app's default: query expansion, no re-ranking
+    assert service.search(expanded, place=False).expanded
+
     full = percentiles(timed(lambda: service.search(query, place=False), args.runs))
+    default = percentiles(timed(lambda: service.search(expanded, place=False), args.runs))
     base_only = percentiles(timed(lambda: service.search(Query(sketch=canvas, k=12, adapt=False, rerank=True),
                                                          place=False), args.runs))
     report = {"gallery": args.gallery, "runs": args.runs, "threads": args.threads, "adapter": adapter_name,
               "reranker": reranker_name, "candidates": args.candidates,
-              "sketch_end_to_end_ms": full, "sketch_base_only_ms": base_only}
+              "sketch_end_to_end_ms": full, "sketch_expanded_ms": default, "sketch_base_only_ms": base_only}
     if umap is not None:
         response = service.search(query, place=False)
         report["umap_fit_s"] = umap_fit_s
         report["umap_place_ms"] = percentiles(timed(lambda: service.place(response), args.runs))
-    passed = full["p50"] <= P50_MS and full["p95"] <= P95_MS
+    passed = all(stats["p50"] <= P50_MS and stats["p95"] <= P95_MS for stats in (full, default))
     report["acceptance"] = {"p50_max_ms": P50_MS, "p95_max_ms": P95_MS, "passed": passed}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -152,6 +157,7 @@ def main() -> int:
         print(f"sketch query, {args.gallery:,} vectors per side, {args.threads} torch thread(s), {adapter_name}, "
               f"{reranker_name} over {args.candidates} candidates, {args.runs} runs")
         for name, key in (("end to end (base + adapted + re-rank)", "sketch_end_to_end_ms"),
+                          ("end to end, query expansion (app default)", "sketch_expanded_ms"),
                           ("base only (+ re-rank)", "sketch_base_only_ms"), ("UMAP placement", "umap_place_ms")):
             if key in report:
                 stats = report[key]
