@@ -56,17 +56,17 @@ class QueryExpansion:
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         """Scores (q, g) of every gallery vector for each query: the expanded query's similarity, the query's best
-        match lifted to the top (`keep_first`)."""
+        match (and any vector tied with it, such as a duplicate photo) lifted to the top (`keep_first`)."""
         plain = queries @ gallery.T
         best = np.stack([top_k(row, self.neighbors)[0] for row in plain])
         expanded = self.expand(queries, gallery[best], np.take_along_axis(plain, best, 1))
         out = expanded @ gallery.T
-        keep_first(out, best[:, 0])
+        keep_first(out, plain >= plain.max(1, keepdims=True))
         return out
 
 
 def keep_first(scores: np.ndarray, first: np.ndarray) -> None:
-    """In place: each row's entry `first[row]` gets (just above) the row's top score, so it ranks first."""
-    rows = np.arange(len(scores))
-    top = scores.max(1)
-    scores[rows, first] = np.maximum(scores[rows, first], np.nextafter(top, np.inf, dtype=scores.dtype))
+    """In place: the entries of each row where the mask `first` (same shape) holds get (just above) the row's top
+    score, so they rank first."""
+    lifted = np.nextafter(scores.max(1, keepdims=True), np.inf, dtype=scores.dtype)
+    np.copyto(scores, np.maximum(scores, lifted), where=first)

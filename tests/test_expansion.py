@@ -62,11 +62,21 @@ def test_neighbours_that_are_absent_or_dissimilar_weigh_nothing():
     np.testing.assert_allclose(alone, query)
 
 
-def test_keep_first_lifts_the_given_entry_just_above_the_top():
+def test_keep_first_lifts_the_given_entries_just_above_the_top():
     scores = np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]], np.float32)
-    keep_first(scores, np.array([2, 0]))
-    assert np.argmax(scores[0]) == 2 and scores[0, 2] > 0.9 and scores[0, 2] < 0.9 + 1e-6
-    assert scores[1, 0] >= 0.7
+    keep_first(scores, np.array([[False, False, True], [True, False, True]]))
+    assert np.argmax(scores[0]) == 2 and 0.9 < scores[0, 2] < 0.9 + 1e-6
+    assert scores[1, 0] == scores[1, 2] > 0.7 and scores[1, 1] == np.float32(0.2)
+
+
+def test_a_duplicate_of_the_best_match_stays_first_beside_it():
+    queries, _, gallery, _ = clustered(seed=5)
+    best = int(np.argmax(queries[0] @ gallery.T))
+    doubled = np.concatenate([gallery, gallery[best:best + 1]])  # the same photo twice
+    scores = QueryExpansion().scores(queries[:1], doubled)[0]
+    assert set(np.argsort(-scores, kind="stable")[:2]) == {best, len(gallery)}
+    result = flat_search(doubled).search(queries[0], k=5, expansion=QueryExpansion())
+    assert set(result.rows[0, :2]) == {best, len(gallery)}
 
 
 def test_the_index_search_ranks_as_the_full_gallery_scores():

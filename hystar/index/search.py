@@ -163,14 +163,15 @@ class VectorSearch:
         neighbors = self.rows(np.maximum(best.rows, 0).ravel()).reshape(*best.rows.shape, self.dim)
         scores = np.where(best.rows >= 0, best.scores, -np.inf)
         result = self.search(expansion.expand(queries, neighbors, scores), k, reranker, candidates)
-        for i, first in enumerate(best.rows[:, 0]):  # the query's best match stays first
+        for i in range(len(queries)):  # the query's best match (with any tied with it) stays first
+            first = best.rows[i][(best.rows[i] >= 0) & (best.scores[i] >= best.scores[i, 0])]
             row_scores, rows = result.scores[i], result.rows[i]
-            if first < 0 or rows[0] == first:
+            if len(first) == 0 or set(rows[:len(first)]) == set(first):
                 continue
-            kept = rows != first
-            lifted = np.nextafter(row_scores[0], np.float32(np.inf))
-            result.rows[i] = np.concatenate([[first], rows[kept]])[:k]
-            result.scores[i] = np.concatenate([[lifted], row_scores[kept]])[:k]
+            kept = ~np.isin(rows, first)
+            lifted = np.full(len(first), np.nextafter(row_scores[0], np.float32(np.inf)), np.float32)
+            result.rows[i] = np.concatenate([first, rows[kept]])[:k]
+            result.scores[i] = np.concatenate([lifted, row_scores[kept]])[:k]
         return result
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
