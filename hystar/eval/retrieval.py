@@ -66,18 +66,33 @@ class EffNetPooled(torch.nn.Module):
         return F.normalize(z, dim=-1) if normalize else z
 
 
-class Reranked:
-    """A model whose top-k gallery candidates per query are re-scored by a re-ranker (e.g. QuARI)."""
+class Rescored:
+    """A model that embeds as `model` does and scores the gallery its own way (`scores`); `suffix` names it."""
 
-    def __init__(self, model, reranker, top_k: int = RERANK_DEPTH):
-        self.model, self.reranker, self.top_k = model, reranker, top_k
-        self.name = f"{getattr(model, 'name', 'model')}+rerank"
+    suffix = "+rescored"
+
+    def __init__(self, model):
+        self.model = model
+        self.name = f"{getattr(model, 'name', 'model')}{self.suffix}"
 
     def __getattr__(self, attribute: str):
         return getattr(self.model, attribute)
 
     def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         return self.model.encode_features(features, normalize)
+
+    def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Reranked(Rescored):
+    """A model whose top-k gallery candidates per query are re-scored by a re-ranker (e.g. QuARI)."""
+
+    suffix = "+rerank"
+
+    def __init__(self, model, reranker, top_k: int = RERANK_DEPTH):
+        self.reranker, self.top_k = reranker, top_k
+        super().__init__(model)
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         if len(gallery) <= self.top_k:
@@ -90,18 +105,14 @@ class Reranked:
         return out
 
 
-class Expanded:
+class Expanded(Rescored):
     """A model whose queries are expanded by their best gallery matches (`QueryExpansion`, as the app searches)."""
 
+    suffix = "+qe"
+
     def __init__(self, model, expansion: QueryExpansion):
-        self.model, self.expansion = model, expansion
-        self.name = f"{getattr(model, 'name', 'model')}+qe"
-
-    def __getattr__(self, attribute: str):
-        return getattr(self.model, attribute)
-
-    def encode_features(self, features: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        return self.model.encode_features(features, normalize)
+        self.expansion = expansion
+        super().__init__(model)
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         return self.expansion.scores(queries, gallery)
