@@ -56,17 +56,20 @@ class QueryExpansion:
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         """Scores (q, g) of every gallery vector for each query: the expanded query's similarity, the query's best
-        match (and any vector tied with it, such as a duplicate photo) lifted to the top (`keep_first`)."""
+        match (and any vector tied with it, such as a duplicate photo) lifted to the top (`keep_first`) and scored
+        with its plain similarity where that is higher (a photo searched with itself shows 1.0)."""
         plain = queries @ gallery.T
         best = np.stack([top_k(row, self.neighbors)[0] for row in plain])
         expanded = self.expand(queries, gallery[best], np.take_along_axis(plain, best, 1))
         out = expanded @ gallery.T
-        keep_first(out, plain >= plain.max(1, keepdims=True))
+        keep_first(out, plain >= plain.max(1, keepdims=True), plain)
         return out
 
 
-def keep_first(scores: np.ndarray, first: np.ndarray) -> None:
+def keep_first(scores: np.ndarray, first: np.ndarray, floor: np.ndarray | None = None) -> None:
     """In place: the entries of each row where the mask `first` (same shape) holds get (just above) the row's top
-    score, so they rank first."""
+    score, or `floor` (same shape) where that is higher, so they rank first."""
     lifted = np.nextafter(scores.max(1, keepdims=True), np.inf, dtype=scores.dtype)
-    np.copyto(scores, np.maximum(scores, lifted), where=first)
+    if floor is not None:
+        lifted = np.maximum(lifted, floor.astype(scores.dtype))
+    np.copyto(scores, np.broadcast_to(lifted, scores.shape), where=first)

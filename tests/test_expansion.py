@@ -62,11 +62,23 @@ def test_neighbours_that_are_absent_or_dissimilar_weigh_nothing():
     np.testing.assert_allclose(alone, query)
 
 
-def test_keep_first_lifts_the_given_entries_just_above_the_top():
+def test_keep_first_lifts_the_given_entries_just_above_the_top_or_to_their_floor():
     scores = np.array([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]], np.float32)
     keep_first(scores, np.array([[False, False, True], [True, False, True]]))
     assert np.argmax(scores[0]) == 2 and 0.9 < scores[0, 2] < 0.9 + 1e-6
     assert scores[1, 0] == scores[1, 2] > 0.7 and scores[1, 1] == np.float32(0.2)
+    floored = np.array([[0.1, 0.9, 0.5]], np.float32)
+    keep_first(floored, np.array([[False, False, True]]), np.array([[0.2, 0.3, 0.99]]))
+    assert floored[0, 2] == np.float32(0.99)
+
+
+def test_a_gallery_photo_searched_with_itself_is_first_with_similarity_one():
+    _, _, gallery, _ = clustered(seed=6)
+    result = flat_search(gallery).search(gallery[7], k=5, expansion=QueryExpansion())
+    assert result.rows[0, 0] == 7 and result.scores[0, 0] == pytest.approx(1.0, abs=1e-3)
+    assert (np.diff(result.scores[0]) <= 0).all()
+    full = QueryExpansion().scores(gallery[7:8], gallery)[0]
+    assert np.argmax(full) == 7 and full[7] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_duplicate_of_the_best_match_stays_first_beside_it():

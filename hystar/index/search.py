@@ -136,7 +136,8 @@ class VectorSearch:
     def search(self, queries: np.ndarray, k: int = 10, reranker: Rescorer | None = None,
                candidates: int = 100, expansion: QueryExpansion | None = None) -> SearchResult:
         """Top-k rows by inner product for each query (q, d) or (d,). With an `expansion`, each query's best
-        matches expand it (`QueryExpansion`) and its best match stays first. With a `reranker`, the best
+        matches expand it (`QueryExpansion`) and its best match stays first (scored as in `QueryExpansion.scores`).
+        With a `reranker`, the best
         `candidates` (of the expanded query, with both) are re-scored by it and its scores are returned."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.dim:
@@ -164,14 +165,15 @@ class VectorSearch:
         scores = np.where(best.rows >= 0, best.scores, -np.inf)
         result = self.search(expansion.expand(queries, neighbors, scores), k, reranker, candidates)
         for i in range(len(queries)):  # the query's best match (with any tied with it) stays first
-            first = best.rows[i][(best.rows[i] >= 0) & (best.scores[i] >= best.scores[i, 0])]
-            row_scores, rows = result.scores[i], result.rows[i]
-            if len(first) == 0 or set(rows[:len(first)]) == set(first):
+            tied = (best.rows[i] >= 0) & (best.scores[i] >= best.scores[i, 0])
+            first, plain = best.rows[i][tied], best.scores[i][tied]
+            if len(first) == 0:
                 continue
-            kept = ~np.isin(rows, first)
-            lifted = np.full(len(first), np.nextafter(row_scores[0], np.float32(np.inf)), np.float32)
-            result.rows[i] = np.concatenate([first, rows[kept]])[:k]
-            result.scores[i] = np.concatenate([lifted, row_scores[kept]])[:k]
+            row_scores, rows = result.scores[i], result.rows[i]
+            others = ~np.isin(rows, first)
+            lifted = np.maximum(plain, np.nextafter(row_scores[0], np.float32(np.inf))).astype(np.float32)
+            result.rows[i] = np.concatenate([first, rows[others]])[:k]
+            result.scores[i] = np.concatenate([lifted, row_scores[others]])[:k]
         return result
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
