@@ -137,8 +137,8 @@ class VectorSearch:
                candidates: int = 100, expansion: QueryExpansion | None = None) -> SearchResult:
         """Top-k rows by inner product for each query (q, d) or (d,). With an `expansion`, each query's best
         matches expand it (`QueryExpansion`) and its best match stays first (scored as in `QueryExpansion.scores`).
-        With a `reranker`, the best
-        `candidates` (of the expanded query, with both) are re-scored by it and its scores are returned."""
+        With a `reranker`, the best `candidates` (of the expanded query, with both) are re-scored by it and its
+        scores are returned."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.dim:
             raise ValueError(f"query vectors have dimension {queries.shape[1]}; the index holds {self.dim}")
