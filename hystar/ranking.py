@@ -1,5 +1,5 @@
 """The one top-k: the k best of a score vector, best first, ties in index order (as a full stable sort); and query
-expansion, which turns a query's best matches into a better query."""
+expansion, which turns a query's best matches (and theirs) into a better ranking."""
 
 from __future__ import annotations
 
@@ -31,38 +31,72 @@ def padded_top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarr
     return out_scores, out_rows
 
 
+def averaged(vectors: np.ndarray, neighbor_vectors: np.ndarray, neighbor_scores: np.ndarray, weight: float,
+             power: float) -> np.ndarray:
+    """Unit vectors (n, d): each of `vectors` (n, d) plus `weight` times the mean of its neighbours (n, m, d),
+    weighted by their scores (n, m) ** `power`; a neighbour that is absent (-inf) or dissimilar (<= 0) weighs
+    nothing."""
+    weights = np.clip(np.nan_to_num(neighbor_scores, neginf=0.0), 0.0, None) ** power
+    total = weights.sum(1, keepdims=True)
+    mean = np.einsum("qn,qnd->qd", weights, neighbor_vectors) / np.maximum(total, 1e-12)
+    out = vectors + weight * mean
+    return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
 @dataclass(frozen=True)
 class QueryExpansion:
     """α-query expansion (Radenović et al., 2018) that keeps the query's best match first: the query plus `weight`
     times the mean of its `neighbors` best gallery vectors, weighted by similarity ** `power`, ranks the rest.
+    With `gallery_neighbors`, database-side augmentation (αDBA, same paper) of the expanded query's best
+    `candidates`: each is scored by its vector averaged in the same way with its own `gallery_neighbors` nearest
+    gallery vectors (weight `gallery_weight`), so a photo amid its class ranks above a lone look-alike.
     Category search gains (a sketch's best photos pull in more of its class); the best match, what instance search
     asks for, stays where it was. The defaults are chosen on the val split (`hystar eval --split val --expand`)."""
     neighbors: int = 5
     weight: float = 1.5
     power: float = 3.0
+    gallery_neighbors: int = 10
+    gallery_weight: float = 1.0
+    candidates: int = 100
 
     def __post_init__(self):
-        if self.neighbors < 1 or self.weight < 0 or self.power < 0:
-            raise ValueError(f"query expansion needs neighbors >= 1, weight >= 0 and power >= 0; got {self}")
+        if (self.neighbors < 1 or self.weight < 0 or self.power < 0 or self.gallery_neighbors < 0
+                or self.gallery_weight < 0 or self.candidates < 1):
+            raise ValueError("query expansion needs neighbors >= 1, weight >= 0, power >= 0, gallery_neighbors >= 0, "
+                             f"gallery_weight >= 0 and candidates >= 1; got {self}")
 
     def expand(self, queries: np.ndarray, neighbor_vectors: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
-        """Expanded unit queries (q, d) from queries (q, d), their best gallery vectors (q, n, d) and scores (q, n);
-        rows of a neighbour that is absent (score -inf) or dissimilar (score <= 0) weigh nothing."""
-        weights = np.clip(np.nan_to_num(neighbor_scores, neginf=0.0), 0.0, None) ** self.power
-        total = weights.sum(1, keepdims=True)
-        mean = np.einsum("qn,qnd->qd", weights, neighbor_vectors) / np.maximum(total, 1e-12)
-        expanded = queries + self.weight * mean
-        return (expanded / np.maximum(np.linalg.norm(expanded, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        """Expanded unit queries (q, d) from queries (q, d), their best gallery vectors (q, n, d) and scores (q, n)."""
+        return averaged(queries, neighbor_vectors, neighbor_scores, self.weight, self.power)
+
+    def augment(self, candidates: np.ndarray, neighbor_vectors: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
+        """Augmented unit gallery vectors (c, d) from candidates (c, d) and their nearest *other* gallery vectors
+        (c, n, d) with scores (c, n)."""
+        return averaged(candidates, neighbor_vectors, neighbor_scores, self.gallery_weight, self.power)
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-        """Scores (q, g) of every gallery vector for each query: the expanded query's similarity, the query's best
-        match (and any vector tied with it, such as a duplicate photo) lifted to the top (`keep_first`) and scored
-        with its plain similarity where that is higher (a photo searched with itself shows 1.0)."""
+        """Scores (q, g) of every gallery vector for each query: the expanded query's similarity (to the augmented
+        vectors of its best `candidates`, which rank above the rest), the query's best match (and any vector tied
+        with it, such as a duplicate photo) lifted to the top (`keep_first`) and scored with its plain similarity
+        where that is higher (a photo searched with itself shows 1.0)."""
         plain = queries @ gallery.T
         best = np.stack([top_k(row, self.neighbors)[0] for row in plain])
         expanded = self.expand(queries, gallery[best], np.take_along_axis(plain, best, 1))
         out = expanded @ gallery.T
+        if self.gallery_neighbors:
+            out = self._augmented_candidates(expanded, out, gallery)
         keep_first(out, plain >= plain.max(1, keepdims=True), plain)
+        return out
+
+    def _augmented_candidates(self, expanded: np.ndarray, scores: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        candidates = np.stack([top_k(row, self.candidates)[0] for row in scores])
+        rows = np.unique(candidates)
+        near = gallery[rows] @ gallery.T
+        nearest = np.stack([top_k(row, self.gallery_neighbors + 1)[0] for row in near])[:, 1:]  # [0]: itself
+        augmented = self.augment(gallery[rows], gallery[nearest], np.take_along_axis(near, nearest, 1))
+        augmented = augmented[np.searchsorted(rows, candidates)]                     # (q, candidates, d)
+        out = scores - 4.0  # below every candidate's score (>= -1)
+        np.put_along_axis(out, candidates, np.einsum("qd,qcd->qc", expanded, augmented), 1)
         return out
 
 

@@ -428,7 +428,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                         interactive=service.can_adapt,
                         info=None if service.can_adapt else "unavailable: no trained adapter was found")
                     expand = gr.Checkbox(
-                        True, label="query expansion: the best matches widen the query (the best one stays first)",
+                        True, label="query expansion: the best matches widen the query, and each candidate is judged "
+                              "with its neighbours (the best match stays first)",
                         info="QuARI re-ranking, when on, replaces it", elem_id="expand")
                     rerank = gr.Checkbox(
                         False, label="re-rank with QuARI", interactive=service.can_rerank,

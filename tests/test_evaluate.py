@@ -156,10 +156,10 @@ def test_eval_expand_adds_each_model_with_query_expansion_whose_best_match_stays
                                                                                       monkeypatch):
     monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "expanded"
-    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--expand", "3:1:3", "5:1.5:3",
+    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--expand", "3:1:3", "5:1.5:3:10:1",
                  "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
-    assert report["models"] == ["base", "base+qe(3:1:3)", "base+qe"]  # 5:1.5:3 is the app's setting
+    assert report["models"] == ["base", "base+qe(3:1:3)", "base+qe"]  # 5:1.5:3:10:1 is the app's setting
     assert main(["eval", "--data", str(folder), "--styles", "sketch", "--expand", "--out", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["models"] == ["base", "base+qe"]
@@ -168,6 +168,20 @@ def test_eval_expand_adds_each_model_with_query_expansion_whose_best_match_stays
     for task, metrics in plain.items():
         assert expanded[task]["R@1"] == metrics["R@1"] and expanded[task]["queries"] == metrics["queries"]
     assert "base+qe R@1" in out.with_suffix(".md").read_text()
+
+
+def test_models_that_only_rescore_reuse_their_models_embeddings(folder, tmp_path, monkeypatch):
+    import hystar.eval.retrieval as retrieval
+
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    calls = []
+    embed = retrieval.embed_features
+    monkeypatch.setattr(retrieval, "embed_features", lambda *a, **k: calls.append(1) or embed(*a, **k))
+    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--out", str(tmp_path / "plain")]) == 0
+    plain = len(calls)
+    assert main(["eval", "--data", str(folder), "--styles", "sketch", "--expand", "3:1:3", "5:1.5:3",
+                 "--out", str(tmp_path / "expanded")]) == 0
+    assert len(calls) - plain == plain > 0  # two more models, not one embedding more
 
 
 def test_eval_expand_refuses_a_malformed_setting(folder, capsys):

@@ -20,11 +20,16 @@ from ..rerank import RERANK_DEPTH
 
 
 def expansion_setting(text: str) -> QueryExpansion:
+    """NEIGHBORS:WEIGHT:POWER[:GALLERY_NEIGHBORS:GALLERY_WEIGHT] (without the last two: no gallery side)."""
     try:
-        neighbors, weight, power = text.split(":")
-        return QueryExpansion(int(neighbors), float(weight), float(power))
+        parts = text.split(":")
+        if len(parts) not in (3, 5):
+            raise ValueError
+        gallery = (int(parts[3]), float(parts[4])) if len(parts) == 5 else (0, 0.0)
+        return QueryExpansion(int(parts[0]), float(parts[1]), float(parts[2]), *gallery)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NEIGHBORS:WEIGHT:POWER, e.g. 5:1.5:3") from None
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NEIGHBORS:WEIGHT:POWER"
+                                         "[:GALLERY_NEIGHBORS:GALLERY_WEIGHT], e.g. 5:1.5:3:5:1") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,9 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quari-blend", type=float, nargs="+", metavar="B",
                         help="re-rank with blend B (QuARI's share of the score) instead of the checkpoint's; "
                              "several: one model each")
-    parser.add_argument("--expand", type=expansion_setting, nargs="*", metavar="N:W:P",
+    parser.add_argument("--expand", type=expansion_setting, nargs="*", metavar="N:W:P[:GN:GW]",
                         help="also each model (before re-ranking) with query expansion as the app searches: label "
-                             "+qe; with settings NEIGHBORS:WEIGHT:POWER, one model each (to choose them on val)")
+                             "+qe; with settings NEIGHBORS:WEIGHT:POWER[:GALLERY_NEIGHBORS:GALLERY_WEIGHT], one "
+                             "model each (to choose them on val)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="queries of this split (the gallery is always every photo); choose settings on val")
     parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "

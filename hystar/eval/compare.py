@@ -28,10 +28,11 @@ from .retrieval import (
 
 
 def expansion_label(expansion: QueryExpansion) -> str:
-    """"qe" for the app's query expansion, else "qe(NEIGHBORS:WEIGHT:POWER)"."""
+    """"qe" for the app's query expansion, else "qe(NEIGHBORS:WEIGHT:POWER[:GALLERY_NEIGHBORS:GALLERY_WEIGHT])"."""
     if expansion == QueryExpansion():
         return "qe"
-    return f"qe({expansion.neighbors}:{expansion.weight:g}:{expansion.power:g})"
+    gallery = f":{expansion.gallery_neighbors}:{expansion.gallery_weight:g}" if expansion.gallery_neighbors else ""
+    return f"qe({expansion.neighbors}:{expansion.weight:g}:{expansion.power:g}{gallery})"
 
 
 def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
@@ -73,6 +74,7 @@ def run_eval(args: Any) -> dict:
     base, models = models_to_compare(args)
     report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {},
               "query_norm": not args.no_query_norm}
+    embeddings: dict = {}  # models that only re-score (+qe, +quari) reuse their model's embeddings
     for name in args.data:
         dataset = load_dataset(name)
         tasks = [t for t in tasks_for(dataset, split=args.split, canvas=args.canvas)
@@ -80,7 +82,8 @@ def run_eval(args: Any) -> dict:
         for label, model in models.items():
             if tasks:
                 report["retrieval"].setdefault(label, {}).update(evaluate_dataset(
-                    model, base, dataset, tasks, split=args.split, query_norm=not args.no_query_norm))
+                    model, base, dataset, tasks, split=args.split, query_norm=not args.no_query_norm,
+                    embeddings=embeddings))
             if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
                 report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
     return report

@@ -188,53 +188,77 @@ def class_groups(queries: Sequence[Item]) -> dict[str, np.ndarray]:
     return dict(zip(CLASS_GROUPS, (~unseen, unseen), strict=True)) if unseen.any() and not unseen.all() else {}
 
 
-def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray,
-                  split: str = "test") -> dict | None:
-    """Queries of `split` (the test split; "val" to choose settings) against the whole gallery; where they mix
-    seen and unseen classes, each group's metrics too (under "groups")."""
+@dataclass
+class TaskQueries:
+    vectors: np.ndarray
+    keys: np.ndarray                 # per query: its class (category tasks) or instance (instance tasks)
+    groups: dict[str, np.ndarray]    # `class_groups`
+
+
+def embed_task_queries(encoder, views: DatasetViews, task: Task, split: str = "test") -> TaskQueries | None:
+    """The queries of `task` from `split`, embedded (None for a text task and an encoder without text)."""
     dataset = views.dataset
-    gallery = dataset.photos()
     if task.query_style == "text":
         if not _has_text(encoder):
             return None
         texts = dataset.text_queries(split)
-        query_vectors = embed_captions(encoder, [t.text for t in texts])
-        query_keys = np.array([t.instance_id for t in texts])
-        groups = {}
+        return TaskQueries(embed_captions(encoder, [t.text for t in texts]), np.array([t.instance_id for t in texts]),
+                           {})
+    if task.query_style in SYNTHETIC_STYLES:
+        queries = dataset.photos(split)
+        vectors = embed_features(encoder, views.styled_photos(task.query_style, queries))
     else:
-        if task.query_style in SYNTHETIC_STYLES:
-            queries = dataset.photos(split)
-            query_vectors = embed_features(encoder, views.styled_photos(task.query_style, queries))
-        else:
-            queries = dataset.select(style=task.query_style, split=split)
-            query_vectors = embed_features(encoder, views.queries(queries, task.render))
-        attribute = "label" if task.level == "category" else "key"
-        query_keys = np.array([getattr(q, attribute) for q in queries])
-        groups = class_groups(queries)
+        queries = dataset.select(style=task.query_style, split=split)
+        vectors = embed_features(encoder, views.queries(queries, task.render))
+    attribute = "label" if task.level == "category" else "key"
+    return TaskQueries(vectors, np.array([getattr(q, attribute) for q in queries]), class_groups(queries))
+
+
+def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.ndarray, split: str = "test",
+                  queries: TaskQueries | None = None) -> dict | None:
+    """Queries of `split` (the test split; "val" to choose settings) against the whole gallery, scored by the
+    model's `scores` where it has one; where they mix seen and unseen classes, each group's metrics too (under
+    "groups"). `queries`: the task's queries embedded already (`embed_task_queries`)."""
+    queries = queries or embed_task_queries(encoder, views, task, split)
+    if queries is None:
+        return None
+    gallery = views.dataset.photos()
     attribute = "label" if task.level == "category" else "key"
     gallery_keys = np.array([getattr(g, attribute) if task.query_style != "text" else g.instance_id
                              for g in gallery])
     score = getattr(encoder, "scores", None)
-    scores = score(query_vectors, gallery_vectors) if score is not None else query_vectors @ gallery_vectors.T
-    relevant = relevance(query_keys, gallery_keys)
+    scores = score(queries.vectors, gallery_vectors) if score is not None else queries.vectors @ gallery_vectors.T
+    relevant = relevance(queries.keys, gallery_keys)
     metrics = retrieval_metrics(scores, relevant)
-    if groups:
-        metrics["groups"] = metrics_by_group(scores, relevant, groups)
+    if queries.groups:
+        metrics["groups"] = metrics_by_group(scores, relevant, queries.groups)
     if task.level == "instance":
         row_of = {key: row for row, key in enumerate(gallery_keys)}
-        metrics |= dsr_protocol(query_vectors, gallery_vectors[[row_of[k] for k in query_keys]], score=score)
+        metrics |= dsr_protocol(queries.vectors, gallery_vectors[[row_of[k] for k in queries.keys]], score=score)
     return metrics
 
 
 def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Task] | None = None,
-                     split: str = "test", canvas: bool = False, query_norm: bool = True) -> dict:
+                     split: str = "test", canvas: bool = False, query_norm: bool = True,
+                     embeddings: dict | None = None) -> dict:
     """Every task (default: all of `tasks_for`, with `canvas` the canvas protocol too); queries prepared as
-    the app prepares them unless `query_norm` is False."""
+    the app prepares them unless `query_norm` is False. `embeddings`, a dict kept across calls, holds what each
+    embedding model gave, so that models which only score differently (`Rescored`) embed nothing again."""
     views = DatasetViews(base_encoder, dataset, query_norm)
-    gallery_vectors = embed_features(encoder, views.originals(dataset.photos()))
+    embedder = encoder.model if isinstance(encoder, Rescored) else encoder
+    memo = embeddings if embeddings is not None else {}
+    key = (id(embedder), dataset.name, query_norm)
+
+    def remember(what: tuple, embed: Callable[[], object]):
+        if key + what not in memo:
+            memo[key + what] = embed()
+        return memo[key + what]
+
+    gallery_vectors = remember(("gallery",), lambda: embed_features(embedder, views.originals(dataset.photos())))
     results = {}
     for task in tasks or tasks_for(dataset, split=split, canvas=canvas):
-        metrics = evaluate_task(encoder, views, task, gallery_vectors, split)
+        queries = remember((task.name, split), lambda: embed_task_queries(embedder, views, task, split))  # noqa: B023
+        metrics = evaluate_task(encoder, views, task, gallery_vectors, split, queries) if queries else None
         if metrics is not None:
             results[task.name] = {**asdict(task), **metrics}
     return results

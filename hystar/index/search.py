@@ -14,7 +14,7 @@ import faiss
 import numpy as np
 
 from ..encoder.search import EncoderIdentity
-from ..ranking import QueryExpansion, padded_top_k
+from ..ranking import QueryExpansion, keep_first, padded_top_k
 from .format import (
     FAISS_INDEX,
     VECTORS,
@@ -162,18 +162,18 @@ class VectorSearch:
                          expansion: QueryExpansion) -> SearchResult:
         best = self.search(queries, expansion.neighbors)
         neighbors = self.rows(np.maximum(best.rows, 0).ravel()).reshape(*best.rows.shape, self.dim)
-        scores = np.where(best.rows >= 0, best.scores, -np.inf)
-        result = self.search(expansion.expand(queries, neighbors, scores), k, reranker, candidates)
+        plain = np.where(best.rows >= 0, best.scores, -np.inf)
+        if reranker is None and expansion.gallery_neighbors:
+            reranker, candidates = AugmentedCandidates(self, expansion), expansion.candidates
+        result = self.search(expansion.expand(queries, neighbors, plain), k, reranker, candidates)
         for i in range(len(queries)):  # the query's best match (with any tied with it) stays first
-            tied = (best.rows[i] >= 0) & (best.scores[i] >= best.scores[i, 0])
-            first, plain = best.rows[i][tied], best.scores[i][tied]
-            if len(first) == 0:
-                continue
-            row_scores, rows = result.scores[i], result.rows[i]
-            others = ~np.isin(rows, first)
-            lifted = np.maximum(plain, np.nextafter(row_scores[0], np.float32(np.inf))).astype(np.float32)
-            result.rows[i] = np.concatenate([first, rows[others]])[:k]
-            result.scores[i] = np.concatenate([lifted, row_scores[others]])[:k]
+            tied = (best.rows[i] >= 0) & (plain[i] >= plain[i, 0])
+            first, others = best.rows[i][tied], ~np.isin(result.rows[i], best.rows[i][tied])
+            rows = np.concatenate([first, result.rows[i][others]])
+            scores = np.concatenate([np.full(len(first), -np.inf, np.float32), result.scores[i][others]])
+            floor = np.concatenate([plain[i][tied], np.full(others.sum(), -np.inf)])
+            keep_first(scores[None], (np.arange(len(rows)) < len(first))[None], floor[None])
+            result.scores[i], result.rows[i] = padded_top_k(scores, rows, k)
         return result
 
     def rows(self, rows: np.ndarray) -> np.ndarray:
@@ -199,6 +199,23 @@ class VectorSearch:
                 raise ValueError(f"re-ranker returned {scores.shape} scores for {len(valid)} candidates")
             out_scores[i], out_rows[i] = padded_top_k(scores, valid, keep)
         return out_scores, out_rows
+
+
+class AugmentedCandidates:
+    """The re-scorer of `QueryExpansion.gallery_neighbors`: each candidate vector averaged with its nearest other
+    vectors of the index (`QueryExpansion.augment`), then scored against the (expanded) query."""
+
+    def __init__(self, search: VectorSearch, expansion: QueryExpansion):
+        self.search, self.expansion = search, expansion
+
+    def rerank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        if len(candidates) == 0:
+            return np.zeros(0, np.float32)
+        near = self.search.search(candidates, self.expansion.gallery_neighbors + 1)
+        rows, scores = near.rows[:, 1:], near.scores[:, 1:]  # the first is the candidate itself
+        vectors = self.search.rows(np.maximum(rows, 0).ravel()).reshape(*rows.shape, self.search.dim)
+        augmented = self.expansion.augment(candidates, vectors, np.where(rows >= 0, scores, -np.inf))
+        return augmented @ query
 
 
 class GalleryIndex:
