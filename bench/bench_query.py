@@ -2,9 +2,10 @@
 
     canvas PNG -> decode -> encode (base + adapted, one trunk pass) -> search both 10 k galleries -> QuARI re-rank
 
-and the same with the app's default in place of re-ranking, query expansion (two searches per side), through
-`SearchService.search` exactly as the app calls it (place=False), then, separately, the UMAP placement of the query's
-two embeddings (`SearchService.place`). Acceptance, each path: p50 <= 150 ms and p95 <= 250 ms, UMAP excluded.
+and the same with the app's default in place of re-ranking, query expansion (per side: two searches, then one for
+the neighbours of the best 100 candidates; `QueryExpansion`), through `SearchService.search` exactly as the app calls
+it (place=False), then, separately, the UMAP placement of the query's two embeddings (`SearchService.place`).
+Acceptance, each path: p50 <= 150 ms and p95 <= 250 ms, UMAP excluded.
 
 The encoder is the shipped hystar-mini with the trained adapter when it exists (else a seeded random adapter of
 the same shape: the cost does not depend on the weights), and the trained QuARI re-ranker when there is one

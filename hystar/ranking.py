@@ -48,8 +48,10 @@ class QueryExpansion:
     """α-query expansion (Radenović et al., 2018) that keeps the query's best match first: the query plus `weight`
     times the mean of its `neighbors` best gallery vectors, weighted by similarity ** `power`, ranks the rest.
     With `gallery_neighbors`, database-side augmentation (αDBA, same paper) of the expanded query's best
-    `candidates`: each is scored by its vector averaged in the same way with its own `gallery_neighbors` nearest
-    gallery vectors (weight `gallery_weight`), so a photo amid its class ranks above a lone look-alike.
+    `candidates`: each is scored by its vector averaged in the same way with its `gallery_neighbors` nearest
+    vectors (weight `gallery_weight`), so a photo amid its class ranks above a lone look-alike. Those neighbours
+    are sought among the expanded query's best `pool` matches, not the whole gallery: one search per query, and on
+    the val split the same figures (`hystar eval --split val`).
     Category search gains (a sketch's best photos pull in more of its class); the best match, what instance search
     asks for, stays where it was. The defaults are chosen on the val split (`hystar eval --split val --expand`)."""
     neighbors: int = 5
@@ -58,45 +60,49 @@ class QueryExpansion:
     gallery_neighbors: int = 10
     gallery_weight: float = 1.0
     candidates: int = 100
+    pool: int = 1000
 
     def __post_init__(self):
         if (self.neighbors < 1 or self.weight < 0 or self.power < 0 or self.gallery_neighbors < 0
-                or self.gallery_weight < 0 or self.candidates < 1):
+                or self.gallery_weight < 0 or self.candidates < 1 or self.pool < self.candidates):
             raise ValueError("query expansion needs neighbors >= 1, weight >= 0, power >= 0, gallery_neighbors >= 0, "
-                             f"gallery_weight >= 0 and candidates >= 1; got {self}")
+                             f"gallery_weight >= 0 and 1 <= candidates <= pool; got {self}")
 
     def expand(self, queries: np.ndarray, neighbor_vectors: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
         """Expanded unit queries (q, d) from queries (q, d), their best gallery vectors (q, n, d) and scores (q, n)."""
         return averaged(queries, neighbor_vectors, neighbor_scores, self.weight, self.power)
 
-    def augment(self, candidates: np.ndarray, neighbor_vectors: np.ndarray, neighbor_scores: np.ndarray) -> np.ndarray:
-        """Augmented unit gallery vectors (c, d) from candidates (c, d) and their nearest *other* gallery vectors
-        (c, n, d) with scores (c, n)."""
-        return averaged(candidates, neighbor_vectors, neighbor_scores, self.gallery_weight, self.power)
+    def rescore_pool(self, expanded: np.ndarray, pool: np.ndarray) -> np.ndarray:
+        """Scores (p,) of an expanded query (d,)'s best matches `pool` (p, d): its best `candidates` scored by
+        their augmented vectors, the rest by their plain scores, below every candidate."""
+        scores = pool @ expanded
+        if not self.gallery_neighbors:
+            return scores
+        candidates, _ = top_k(scores, self.candidates)
+        near = pool[candidates] @ pool.T
+        nearest = np.stack([top_k(row, self.gallery_neighbors + 1)[0] for row in near])[:, 1:]  # [0]: itself
+        augmented = averaged(pool[candidates], pool[nearest], np.take_along_axis(near, nearest, 1),
+                             self.gallery_weight, self.power)
+        out = scores - 4.0  # below every candidate's score (>= -1)
+        out[candidates] = augmented @ expanded
+        return out
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-        """Scores (q, g) of every gallery vector for each query: the expanded query's similarity (to the augmented
-        vectors of its best `candidates`, which rank above the rest), the query's best match (and any vector tied
-        with it, such as a duplicate photo) lifted to the top (`keep_first`) and scored with its plain similarity
-        where that is higher (a photo searched with itself shows 1.0)."""
+        """Scores (q, g) of every gallery vector for each query, as the index search ranks them: the expanded
+        query's (`rescore_pool` over its best `pool`, which rank above the rest), the query's best match (and any
+        vector tied with it, such as a duplicate photo) lifted to the top (`keep_first`) and scored with its plain
+        similarity where that is higher (a photo searched with itself shows 1.0)."""
         plain = queries @ gallery.T
         best = np.stack([top_k(row, self.neighbors)[0] for row in plain])
         expanded = self.expand(queries, gallery[best], np.take_along_axis(plain, best, 1))
         out = expanded @ gallery.T
         if self.gallery_neighbors:
-            out = self._augmented_candidates(expanded, out, gallery)
+            for row, query in enumerate(expanded):
+                pool, _ = top_k(out[row], self.pool)
+                rescored = self.rescore_pool(query, gallery[pool])
+                out[row] -= 8.0  # below the pool
+                out[row, pool] = rescored
         keep_first(out, plain >= plain.max(1, keepdims=True), plain)
-        return out
-
-    def _augmented_candidates(self, expanded: np.ndarray, scores: np.ndarray, gallery: np.ndarray) -> np.ndarray:
-        candidates = np.stack([top_k(row, self.candidates)[0] for row in scores])
-        rows = np.unique(candidates)
-        near = gallery[rows] @ gallery.T
-        nearest = np.stack([top_k(row, self.gallery_neighbors + 1)[0] for row in near])[:, 1:]  # [0]: itself
-        augmented = self.augment(gallery[rows], gallery[nearest], np.take_along_axis(near, nearest, 1))
-        augmented = augmented[np.searchsorted(rows, candidates)]                     # (q, candidates, d)
-        out = scores - 4.0  # below every candidate's score (>= -1)
-        np.put_along_axis(out, candidates, np.einsum("qd,qcd->qc", expanded, augmented), 1)
         return out
 
 

@@ -164,7 +164,7 @@ class VectorSearch:
         neighbors = self.rows(np.maximum(best.rows, 0).ravel()).reshape(*best.rows.shape, self.dim)
         plain = np.where(best.rows >= 0, best.scores, -np.inf)
         if reranker is None and expansion.gallery_neighbors:
-            reranker, candidates = AugmentedCandidates(self, expansion), expansion.candidates
+            reranker, candidates = ExpandedPool(expansion), expansion.pool
         result = self.search(expansion.expand(queries, neighbors, plain), k, reranker, candidates)
         for i in range(len(queries)):  # the query's best match (with any tied with it) stays first
             tied = (best.rows[i] >= 0) & (plain[i] >= plain[i, 0])
@@ -201,21 +201,14 @@ class VectorSearch:
         return out_scores, out_rows
 
 
-class AugmentedCandidates:
-    """The re-scorer of `QueryExpansion.gallery_neighbors`: each candidate vector averaged with its nearest other
-    vectors of the index (`QueryExpansion.augment`), then scored against the (expanded) query."""
+class ExpandedPool:
+    """The re-scorer of `QueryExpansion.gallery_neighbors` over the expanded query's best `pool` matches."""
 
-    def __init__(self, search: VectorSearch, expansion: QueryExpansion):
-        self.search, self.expansion = search, expansion
+    def __init__(self, expansion: QueryExpansion):
+        self.expansion = expansion
 
     def rerank(self, query: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        if len(candidates) == 0:
-            return np.zeros(0, np.float32)
-        near = self.search.search(candidates, self.expansion.gallery_neighbors + 1)
-        rows, scores = near.rows[:, 1:], near.scores[:, 1:]  # the first is the candidate itself
-        vectors = self.search.rows(np.maximum(rows, 0).ravel()).reshape(*rows.shape, self.search.dim)
-        augmented = self.expansion.augment(candidates, vectors, np.where(rows >= 0, scores, -np.inf))
-        return augmented @ query
+        return self.expansion.rescore_pool(query, candidates)
 
 
 class GalleryIndex:
