@@ -136,9 +136,10 @@ class VectorSearch:
     def search(self, queries: np.ndarray, k: int = 10, reranker: Rescorer | None = None,
                candidates: int = 100, expansion: QueryExpansion | None = None) -> SearchResult:
         """Top-k rows by inner product for each query (q, d) or (d,). With an `expansion`, each query's best
-        matches expand it (`QueryExpansion`) and its best match stays first (scored as in `QueryExpansion.scores`).
-        With a `reranker`, the best `candidates` (of the expanded query, with both) are re-scored by it and its
-        scores are returned."""
+        matches expand it, the expanded query's best `pool` are re-scored (`QueryExpansion.rescore_pool`) and the
+        query's best match stays first: the ranking of `QueryExpansion.scores`. With a `reranker`, the best
+        `candidates` (of the expanded query, with both, in place of the pool's re-scoring) are re-scored by it and
+        its scores are returned."""
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if queries.shape[1] != self.dim:
             raise ValueError(f"query vectors have dimension {queries.shape[1]}; the index holds {self.dim}")
