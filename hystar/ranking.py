@@ -22,6 +22,17 @@ def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return top, scores[top]
 
 
+def rows_top_k(scores: np.ndarray, k: int) -> np.ndarray:
+    """Indices (n, k) of the k best entries of each row of `scores` (n, m), best first, equal scores in index order
+    (which of several equal to the k-th are kept is unspecified)."""
+    k = min(k, scores.shape[1])
+    if k <= 0:
+        return np.zeros((len(scores), 0), np.int64)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < scores.shape[1] else np.indices(scores.shape)[1]
+    order = np.lexsort((part, -np.take_along_axis(scores, part, 1)), axis=-1)
+    return np.take_along_axis(part, order, 1)
+
+
 def padded_top_k(scores: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best (score, row) pairs as float32 scores and int64 rows, padded with (-inf, -1) to length k."""
     order, _ = top_k(scores, k)
@@ -80,7 +91,7 @@ class QueryExpansion:
             return scores
         candidates, _ = top_k(scores, self.candidates)
         near = pool[candidates] @ pool.T
-        nearest = np.stack([top_k(row, self.gallery_neighbors + 1)[0] for row in near])[:, 1:]  # [0]: itself
+        nearest = rows_top_k(near, self.gallery_neighbors + 1)[:, 1:]  # the first is the candidate itself
         augmented = averaged(pool[candidates], pool[nearest], np.take_along_axis(near, nearest, 1),
                              self.gallery_weight, self.power)
         out = scores - 4.0  # below every candidate's score (>= -1)
