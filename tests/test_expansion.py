@@ -10,7 +10,7 @@ import pytest
 from hystar.eval.metrics import relevance, retrieval_metrics
 from hystar.index.kinds import KindConfig, build_faiss
 from hystar.index.search import VectorSearch
-from hystar.ranking import QueryExpansion, keep_first
+from hystar.ranking import QueryExpansion, keep_first, rows_top_k, top_k
 
 
 def unit(x: np.ndarray) -> np.ndarray:
@@ -86,6 +86,18 @@ def test_neighbours_that_are_absent_or_dissimilar_weigh_nothing():
     neighbors = unit(np.array([[[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]]))
     alone = QueryExpansion().expand(query, neighbors, np.array([[-np.inf, -0.3]]))
     np.testing.assert_allclose(alone, query)
+
+
+def test_rows_top_k_keeps_each_rows_best_scores_best_first_as_top_k_does():
+    rng = np.random.default_rng(8)
+    for _ in range(100):
+        scores = rng.integers(0, 5, (int(rng.integers(1, 12)), int(rng.integers(1, 30)))).astype(np.float32)  # ties
+        k = int(rng.integers(1, 35))
+        rows = rows_top_k(scores, k)
+        expected = np.stack([top_k(row, k)[1] for row in scores])
+        np.testing.assert_array_equal(np.take_along_axis(scores, rows, 1), expected)
+        kept = np.take_along_axis(scores, rows, 1)
+        assert ((np.diff(kept, axis=1) < 0) | (np.diff(rows, axis=1) > 0)).all()  # equal scores in index order
 
 
 def test_keep_first_lifts_the_given_entries_just_above_the_top_or_to_their_floor():
