@@ -23,6 +23,8 @@ from .paths import DEFAULT_DATA
 
 DATA_ENV = "HYSTAR_DATA"
 DATASETS = ("pacs", "sketchy", "coco_mini")
+QUICKDRAW = "quickdraw"              # doodles against Sketchy's photos (`hystar.doodles`): evaluation's fourth
+EVAL_DATASETS = (*DATASETS, QUICKDRAW)
 SPLITS = ("train", "val", "test")
 TRAIN_FRACTION, VAL_FRACTION = 0.7, 0.1
 UNSEEN_CLASS_COUNT = {"sketchy": 20}
@@ -73,6 +75,15 @@ class Item:
         """Identity across datasets: the instance when known, else the file."""
         return self.instance_id or f"{self.dataset}:{self.path.name}"
 
+    @property
+    def file_name(self) -> str:
+        return self.path.name
+
+    @property
+    def source_id(self) -> str:
+        """Unique across datasets and files (PACS repeats file names across classes; a doodle file holds many)."""
+        return str(self.path)
+
 
 @dataclass(frozen=True)
 class TextQuery:
@@ -87,6 +98,7 @@ class Dataset:
     root: Path
     items: list[Item]
     texts: list[TextQuery] = field(default_factory=list)
+    words: list[str] = field(default_factory=list)  # names for doodle -> text zero-shot (Quick, Draw!'s categories)
 
     @cached_property
     def classes(self) -> list[str]:
@@ -126,6 +138,9 @@ def _manifest_path(root: Path) -> Path:
 
 def load_dataset(name_or_folder: str | os.PathLike) -> Dataset:
     """A named dataset under `$HYSTAR_DATA`, or any folder with a manifest.csv of the same columns."""
+    if str(name_or_folder) == QUICKDRAW:
+        from .doodles import load_quickdraw  # doodles are items of this module: imported when asked for
+        return load_quickdraw()
     candidate = Path(name_or_folder)
     named = str(name_or_folder) in DATASETS
     root = data_root() / str(name_or_folder) if named else candidate

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset as TorchDataset
 from tqdm import tqdm
 
 from .data import Dataset, Item
+from .doodles import Doodle, doodle_canvas, draw_doodle
 from .encoder import Encoder
 from .images import open_image
 from .io import atomic_open
@@ -42,11 +43,16 @@ class View:
 
     @property
     def key(self) -> str:
-        return f"{self.item.dataset}/{self.item.path.name}" + (f"@{self.style}" if self.style else "")
+        return f"{self.item.dataset}/{self.item.file_name}" + (f"@{self.style}" if self.style else "")
 
     def load(self):
-        image = open_image(self.item.path)
-        return render_view(image, self.style, self.item.key, file_key=self.key) if self.style else image
+        style = self.style
+        if isinstance(self.item, Doodle):  # no image file: the first step draws it (`hystar.doodles`)
+            first, _, style = (style or "").partition("+")
+            image = draw_doodle(self.item, self.key, doodle_canvas(first))
+        else:
+            image = open_image(self.item.path)
+        return render_view(image, style, self.item.key, file_key=self.key) if style else image
 
 
 class _ViewImages(TorchDataset):
@@ -68,7 +74,7 @@ def _set_dir(encoder: Encoder, name: str, views: Sequence[View]) -> Path:
 
 def _view_id(view: View) -> str:
     """Unique across sets (`View.key` is not: PACS repeats file names across classes)."""
-    return f"{view.item.path}@{view.style or ''}"
+    return f"{view.item.source_id}@{view.style or ''}"
 
 
 class _CachedRows:

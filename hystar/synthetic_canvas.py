@@ -22,6 +22,7 @@ from .sketch import SketchConfig, ink_box, ink_map, ink_to_image, normalise_sket
 from .synthetic import STYLE_FUNCTIONS, style_rng, synthesize
 
 CANVAS, SKETCH_NORM, QUERY = "canvas", "sketchnorm", "query"
+DOODLE, BITMAP = "doodle", "bitmap"  # query styles of Quick, Draw! doodles (`hystar.doodles`), drawn by their view
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,8 @@ def render_view(image: Image.Image, style: str, key: str, seed: int = 0, file_ke
 def sketch_view_style(query_style: str, render: str = "", normalise: bool = True) -> str | None:
     """The view style of a stored query of `query_style` (None: the file as it is): sketches are drawn on the
     canvas when `render` is "canvas", and normalised when `normalise` (as the app does); other styles untouched."""
+    if query_style in (DOODLE, BITMAP):  # no stored image: always drawn (strokes on the canvas, bitmaps enlarged)
+        return "+".join([DOODLE] + ([SKETCH_NORM] if normalise else []))
     if query_style != "sketch":
         return None
     steps = ([CANVAS] if render == CANVAS else []) + ([SKETCH_NORM] if normalise else [])

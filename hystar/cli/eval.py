@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..data import DATASETS
+from ..data import EVAL_DATASETS, QUICKDRAW, data_root
 from ..encoder import DEFAULT_ENCODER
 from ..eval.compare import models_to_compare, render_report, run_eval, write_report
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
@@ -30,6 +30,11 @@ def expansion_setting(text: str) -> QueryExpansion:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NEIGHBORS:WEIGHT:POWER"
                                          "[:GALLERY_NEIGHBORS:GALLERY_WEIGHT], e.g. 5:1.5:3:5:1") from None
+
+
+def default_datasets() -> list[str]:
+    """Every evaluation dataset; the doodle protocol only where its data is present."""
+    return [name for name in EVAL_DATASETS if name != QUICKDRAW or (data_root() / QUICKDRAW).is_dir()]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,8 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "model each (to choose them on val)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="queries of this split (the gallery is always every photo); choose settings on val")
-    parser.add_argument("--data", action="append", help=f"{' | '.join(DATASETS)} | FOLDER with a manifest.csv "
-                                                         "(repeatable; default: all three)")
+    parser.add_argument("--data", action="append",
+                        help=f"{' | '.join(EVAL_DATASETS)} | FOLDER with a manifest.csv (repeatable; default: all; "
+                             f"{QUICKDRAW}: Quick, Draw! test doodles drawn on the canvas -> Sketchy photos by class, "
+                             f"and doodle -> text over its 345 categories)")
     parser.add_argument("--zero-shot", action="store_true", help="also zero-shot classification of test photos")
     parser.add_argument("--canvas", action="store_true",
                         help="also every sketch task with its queries re-drawn as on the app's 512-px canvas (thick "
@@ -109,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
         report = json.loads(args.render.read_text())
         command = report.get("command") or f"hystar eval (rendered from {args.render})"
     else:
-        args.data = args.data or list(DATASETS)
+        args.data = args.data or default_datasets()
         report = run_eval(args)
         command = report["command"] = f"hystar {' '.join(args.argv)}"
     text = render_report(report, command)

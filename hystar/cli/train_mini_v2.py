@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ..paths import MINI_V2_0_DIR
+from ..paths import MINI_DIR
+from ..train.doodle_set import DoodleConfig
 from ..train.mini_v2 import V2TrainConfig, train_mini_v2
 
 
@@ -23,8 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="photos with real sketches per step, each against one of its sketches (0: off)")
     parser.add_argument("--caption-weight", type=float, default=V2TrainConfig.caption_weight,
                         help="weight of COCO-mini train photos against one of their captions (text -> image)")
-    parser.add_argument("--start-from", type=Path, default=MINI_V2_0_DIR,
-                        help="the hystar-mini folder whose weights training starts from (default: v2.0)")
+    parser.add_argument("--start-from", type=Path, default=MINI_DIR,
+                        help="the hystar-mini folder whose weights training starts from (default: the shipped model)")
+    doodles = parser.add_argument_group("Quick, Draw! doodles (hystar-mini v3)")
+    doodles.add_argument("--doodle-batch", type=int, default=DoodleConfig.batch, help="doodles per step (0: none)")
+    doodles.add_argument("--doodle-views", type=int, default=DoodleConfig.views,
+                         help="augmented canvas drawings of each train doodle (strokes dropped or shortened)")
+    doodles.add_argument("--bitmaps", type=int, default=DoodleConfig.bitmaps_per_category,
+                         help="28x28 bitmap doodles per bitmap category (0: none)")
+    doodles.add_argument("--doodle-text-weight", type=float, default=DoodleConfig.text_weight,
+                         help='doodle -> "a drawing of a {category}" over the trainable categories')
+    doodles.add_argument("--doodle-photo-weight", type=float, default=DoodleConfig.photo_weight,
+                         help="doodle -> a photo of the class it depicts")
     parser.add_argument("--seed", type=int, default=V2TrainConfig.seed)
     parser.add_argument("--save", type=Path, default=None,
                         help="write the trained model folder here (config.json + weights.safetensors), e.g. "
@@ -37,7 +48,11 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError("refusing to write under assets/ (the shipped model); pick --out runs/...")
     summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed,
                                           same_class=args.same_class, lowres_weight=args.lowres_weight,
-                                          sketch_batch=args.sketch_batch, caption_weight=args.caption_weight),
+                                          sketch_batch=args.sketch_batch, caption_weight=args.caption_weight,
+                                          doodles=DoodleConfig(batch=args.doodle_batch, views=args.doodle_views,
+                                                               bitmaps_per_category=args.bitmaps,
+                                                               text_weight=args.doodle_text_weight,
+                                                               photo_weight=args.doodle_photo_weight)),
                             args.out, args.save, args.start_from)
     print(json.dumps({k: summary[k] for k in ("photos", "renderings", "category_views", "seen_classes", "log")}))
     return 0

@@ -13,10 +13,13 @@ from ..encoder import Encoder, load_encoder
 from ..encoder.search import load_search_encoder
 from ..ranking import QueryExpansion
 from ..rerank import NoRerankerError, load_default_reranker
+from ..synthetic_canvas import DOODLE
 from .retrieval import (
     EffNetPooled,
     Expanded,
     Reranked,
+    Rescored,
+    doodle_text,
     dsr_table,
     evaluate_dataset,
     group_table,
@@ -73,7 +76,7 @@ def run_eval(args: Any) -> dict:
     too), only those of `args.styles` when given; queries prepared as the app does unless `args.no_query_norm`."""
     base, models = models_to_compare(args)
     report = {"encoder": args.encoder, "models": list(models), "split": args.split, "retrieval": {}, "zero_shot": {},
-              "query_norm": not args.no_query_norm}
+              "doodle_text": {}, "query_norm": not args.no_query_norm}
     embeddings: dict = {}  # models that only re-score (+qe, +quari) reuse their model's embeddings
     for name in args.data:
         dataset = load_dataset(name)
@@ -84,7 +87,11 @@ def run_eval(args: Any) -> dict:
                 report["retrieval"].setdefault(label, {}).update(evaluate_dataset(
                     model, base, dataset, tasks, split=args.split, query_norm=not args.no_query_norm,
                     embeddings=embeddings))
-            if args.zero_shot and hasattr(model, "encode_text") and dataset.classes and not isinstance(model, Reranked):
+            if not hasattr(model, "encode_text") or isinstance(model, Rescored):
+                continue  # re-scoring models embed as their model does: the same zero-shot figures
+            if dataset.words and (not args.styles or DOODLE in args.styles):
+                report["doodle_text"][label] = doodle_text(model, base, dataset, split=args.split)
+            elif args.zero_shot and dataset.classes:
                 report["zero_shot"].setdefault(label, {})[dataset.name] = zero_shot(model, base, dataset)
     return report
 
@@ -97,6 +104,17 @@ def zero_shot_table(report: dict) -> str:
             unseen = f"{z['unseen_accuracy']:.1f}" if "unseen_accuracy" in z else "–"
             lines.append(f"| {label} | {name} | {z['classes']} | {z.get('seen_photos', 0)} | "
                          f"{z.get('seen_accuracy', float('nan')):.1f} | {unseen} |")
+    return "\n".join(lines)
+
+
+def doodle_text_table(report: dict) -> str:
+    lines = ["| model | categories | doodles (seen / unseen) | top-1 seen | top-5 seen | top-1 unseen | top-5 unseen |",
+             "|---|---|---|---|---|---|---|"]
+    for label, z in report.get("doodle_text", {}).items():
+        keys = ("seen_top1", "seen_top5", "unseen_top1", "unseen_top5")
+        cells = [f"{z[key]:.1f}" if key in z else "–" for key in keys]
+        lines.append(f"| {label} | {z['categories']} | {z.get('seen_doodles', 0)} / {z.get('unseen_doodles', 0)} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -120,6 +138,10 @@ def render_report(report: dict, command: str) -> str:
     if report["zero_shot"]:
         text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
         text += zero_shot_table(report) + "\n"
+    if report.get("doodle_text"):
+        text += ("\nDoodle -> text zero-shot (Quick, Draw! test doodles drawn on the canvas, \"a drawing of a "
+                 "{category}\" over every category; unseen: categories depicting a never-trained Sketchy class):\n\n"
+                 + doodle_text_table(report) + "\n")
     return text
 
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import PROMPT, Dataset, Item, class_name
+from ..doodles import DRAWING_PROMPT, Doodle
 from ..embed import embed_features, embed_texts
 from ..encoder.mini import COARSE_CHANNELS, FINE_CHANNELS, efficientnet_lite0
 from ..features import View, item_features, trunk_features
@@ -23,7 +24,7 @@ from ..ranking import QueryExpansion
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
-from ..synthetic_canvas import upload_view_style
+from ..synthetic_canvas import CANVAS, DOODLE, upload_view_style
 from .metrics import metrics_by_group, relevance, retrieval_metrics, zero_shot_accuracy
 
 
@@ -164,6 +165,9 @@ def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, spl
         if style == "photo":
             continue
         queries = dataset.select(style=style, split=split)
+        if style == DOODLE:  # no stored image: doodles are always drawn on the canvas, judged by class
+            tasks += [Task(dataset.name, style, "category", CANVAS)] if any(q.label for q in queries) else []
+            continue
         paired = bool(queries) and all(q.instance_id in gallery_instances for q in queries)
         if paired:
             tasks.append(Task(dataset.name, style, "instance"))
@@ -171,7 +175,8 @@ def tasks_for(dataset: Dataset, synthetic: Sequence[str] = SYNTHETIC_STYLES, spl
             tasks.append(Task(dataset.name, style, "category"))
         if canvas and style == "sketch":
             tasks += [Task(t.dataset, t.query_style, t.level, "canvas") for t in tasks if t.query_style == style]
-    for style in synthetic:
+    own_photos = all(p.dataset == dataset.name for p in dataset.photos())  # not another dataset's gallery
+    for style in synthetic if own_photos else ():
         tasks.append(Task(dataset.name, style, "instance"))
     if dataset.text_queries(split):
         tasks.append(Task(dataset.name, "text", "instance"))
@@ -209,6 +214,8 @@ def embed_task_queries(encoder, views: DatasetViews, task: Task, split: str = "t
         vectors = embed_features(encoder, views.styled_photos(task.query_style, queries))
     else:
         queries = dataset.select(style=task.query_style, split=split)
+        if task.level == "category":  # a query without a class has nothing to find at category level
+            queries = [q for q in queries if q.label]
         vectors = embed_features(encoder, views.queries(queries, task.render))
     attribute = "label" if task.level == "category" else "key"
     return TaskQueries(vectors, np.array([getattr(q, attribute) for q in queries]), class_groups(queries))
@@ -278,6 +285,28 @@ def zero_shot(encoder, base_encoder, dataset: Dataset, split: str = "test") -> d
             image = embed_features(encoder, views.originals(photos))
             out[f"{group}_accuracy"] = zero_shot_accuracy(image, class_text, labels)
             out[f"{group}_photos"] = len(photos)
+    return out
+
+
+@torch.no_grad()
+def doodle_text(encoder, base_encoder, dataset: Dataset, split: str = "test", ks: Sequence[int] = (1, 5)) -> dict:
+    """Doodle -> text zero-shot: top-k accuracy (%) of "a drawing of a {category}" over all of `dataset.words`
+    (Quick, Draw!'s 345 categories), on the stroke doodles of `split` drawn on the canvas; the doodles of
+    categories that depict a never-trained class apart ("unseen")."""
+    words = dataset.words
+    doodles = [d for d in dataset.select(style=DOODLE, split=split) if isinstance(d, Doodle)]
+    views = DatasetViews(base_encoder, dataset)
+    image = embed_features(encoder, views.queries(doodles, CANVAS))
+    text = embed_captions(encoder, [DRAWING_PROMPT.format(w) for w in words])
+    labels = np.array([words.index(d.category) for d in doodles])
+    top = np.argsort(-(image @ text.T), axis=1)[:, :max(ks)]
+    hit = top == labels[:, None]
+    unseen = np.array([d.unseen for d in doodles], dtype=bool)
+    out = {"categories": len(words)}
+    for group, mask in (("seen", ~unseen), ("unseen", unseen)):
+        if mask.any():
+            out[f"{group}_doodles"] = int(mask.sum())
+            out |= {f"{group}_top{k}": float(hit[mask, :k].any(1).mean() * 100) for k in ks}
     return out
 
 

@@ -56,10 +56,11 @@ from ..encoder.mini import (
 )
 from ..features import View, text_features, trunk_features
 from ..io import atomic_write_json, load_tensors
-from ..paths import MINI_V2_0_DIR
+from ..paths import MINI_DIR
 from ..synthetic import SYNTHETIC_STYLES
 from ..synthetic_canvas import upload_view_style
-from .losses import symmetric_info_nce
+from .doodle_set import DoodleBatches, DoodleConfig, doodle_set
+from .losses import info_nce, symmetric_info_nce
 from .mini import imagenet_names
 from .schedule import warmup_cosine
 
@@ -75,7 +76,7 @@ def v2_config() -> MiniConfig:
                       trunk_channels=COARSE_CHANNELS + THUMBNAIL_CHANNELS)
 
 
-def build_mini_v2(start_from: Path | None = MINI_V2_0_DIR) -> Encoder:
+def build_mini_v2(start_from: Path | None = MINI_DIR) -> Encoder:
     """hystar-mini v2 before training: the ImageNet trunk, with the weights of `start_from` (a hystar-mini folder:
     v2.0 by default, or v1's head) where they fit. A token projection without thumbnail inputs is padded with zero
     columns for them, so the start embeds exactly as `start_from` does."""
@@ -119,6 +120,7 @@ class V2TrainConfig:
     same_class: int = 4           # photos of one class side by side in a batch: each other's hard negatives
     seed: int = 0
     limit: int = 0                # > 0: at most this many train photos per dataset (a short run)
+    doodles: DoodleConfig = DoodleConfig()  # Quick, Draw! doodles beside the photos (v3; batch 0: off)
 
 
 @dataclass
@@ -224,12 +226,18 @@ def _checkpoint(folder: Path) -> Path | None:
 
 
 def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
-                  start_from: Path | None = MINI_V2_0_DIR) -> dict:
+                  start_from: Path | None = MINI_DIR) -> dict:
     """Train v2 from the hystar-mini folder `start_from` (resuming from the latest checkpoint in `out`); `save_to`:
     write the model folder at the end."""
     torch.manual_seed(cfg.seed)
+    if start_from is not None and not (Path(start_from) / "weights.safetensors").is_file():
+        raise FileNotFoundError(f"{start_from}: no weights.safetensors to start from; earlier versions are in git "
+                                f"history (docs/training.md says how to restore them)")
     encoder = build_mini_v2(start_from)
     data = style_training_set(encoder, list(iter_datasets()), cfg.limit, cfg.seed)
+    doodles = doodle_set(encoder, data.class_names, cfg.doodles) if cfg.doodles.batch else None
+    doodle_batches = DoodleBatches(doodles, data.photo_label, cfg.doodles) if doodles else None
+    word_text = doodles.word_text if doodles else None
     class_text = text_features(encoder, [PROMPT.format(c) for c in data.class_names])
     imagenet_text = text_features(encoder, [PROMPT.format(c) for c in imagenet_names()])
     caption_text = text_features(encoder, data.captions)
@@ -280,18 +288,21 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                 group["lr"] = group["base"] * warmup_cosine(step, total, cfg.warmup_steps)
             category_rows = torch.randint(len(data.category), (min(cfg.category_batch, len(data.category)),),
                                           generator=generator)
+            doodle_rows, class_photo_rows = (doodle_batches.sample(generator) if doodle_batches
+                                             else (torch.zeros(0, dtype=torch.long),) * 2)
             caption_rows = torch.randperm(len(data.captions), generator=generator)[:cfg.caption_batch]
             owners, first = torch.unique(data.caption_photo[caption_rows], return_inverse=True)
             caption_rows = torch.stack([caption_rows[first == k][0] for k in range(len(owners))]) \
                 if len(owners) else caption_rows  # one caption per photo: no duplicate positives
             batch = torch.cat([data.photos[photo_rows], data.renderings[picks], data.category[category_rows],
                                data.renderings[lowres_picks], data.photos[owners], data.photos[sketched_rows],
-                               data.renderings[sketch_picks]])
+                               data.renderings[sketch_picks]]
+                              + ([doodles.features[doodle_rows], data.photos[class_photo_rows]] if doodles else []))
             z = F.normalize(visual.forward_features(batch.float()), dim=-1)
-            photo_z, render_z, category_z, lowres_z, captioned_z, sketched_z, sketch_z = z.split(
-                [len(photo_rows), len(picks), len(category_rows), len(lowres_picks), len(owners),
-                 len(sketched_rows), len(sketch_picks)])
-            z = torch.cat([photo_z, render_z, category_z, sketch_z])  # the views the class loss sees
+            photo_z, render_z, category_z, lowres_z, captioned_z, sketched_z, sketch_z, doodle_z, class_photo_z = \
+                z.split([len(photo_rows), len(picks), len(category_rows), len(lowres_picks), len(owners),
+                         len(sketched_rows), len(sketch_picks), len(doodle_rows), len(class_photo_rows)])
+            z = torch.cat([photo_z, render_z, category_z, sketch_z, doodle_z])  # the views the class loss sees
             loss_instance = symmetric_info_nce(photo_z, render_z, cfg.temperature)
             loss_lowres = torch.zeros(())
             if len(lowres_picks) > 1:
@@ -299,8 +310,9 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
             loss_sketch = torch.zeros(())
             if len(sketch_picks) > 1:
                 loss_sketch = symmetric_info_nce(sketched_z, sketch_z, cfg.temperature)
+            doodle_class = doodles.photo_class[doodle_rows] if doodles else data.photo_label[:0]
             labels = torch.cat([data.photo_label[photo_rows], data.photo_label[photo_rows],
-                                data.category_label[category_rows], data.photo_label[sketched_rows]])
+                                data.category_label[category_rows], data.photo_label[sketched_rows], doodle_class])
             classes = F.normalize(encoder.text.proj(class_text), dim=-1)
             known = labels >= 0
             loss_class = F.cross_entropy(z[known] @ classes.T / cfg.temperature, labels[known])
@@ -312,7 +324,16 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
             if len(owners) > 1:
                 text_z = F.normalize(encoder.text.proj(caption_text[caption_rows]), dim=-1)
                 loss_caption = symmetric_info_nce(captioned_z, text_z, cfg.temperature)
-            loss = (cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
+            loss_doodle_text, loss_doodle_photo = torch.zeros(()), torch.zeros(())
+            if doodles:
+                words = F.normalize(encoder.text.proj(word_text), dim=-1)
+                loss_doodle_text = F.cross_entropy(doodle_z @ words.T / cfg.temperature, doodles.word[doodle_rows])
+                if len(class_photo_rows) > 1:  # the first doodles depict a class; each against a photo of it
+                    depicted = doodle_class[:len(class_photo_rows)]
+                    loss_doodle_photo = info_nce(doodle_z[:len(class_photo_rows)], class_photo_z,
+                                                 depicted[:, None] == depicted[None, :], cfg.temperature)
+            loss = (cfg.doodles.text_weight * loss_doodle_text + cfg.doodles.photo_weight * loss_doodle_photo
+                    + cfg.instance_weight * loss_instance + cfg.class_weight * loss_class
                     + cfg.distill_kl_weight * loss_kl + cfg.distill_cos_weight * loss_cos
                     + cfg.caption_weight * loss_caption + cfg.lowres_weight * loss_lowres
                     + cfg.sketch_weight * loss_sketch)
@@ -325,6 +346,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
             bar.set_postfix(loss=f"{loss.item():.3f}", inst=f"{loss_instance.item():.3f}",
                             low=f"{loss_lowres.item():.3f}", sk=f"{loss_sketch.item():.3f}",
                             cls=f"{loss_class.item():.3f}", cap=f"{loss_caption.item():.3f}",
+                            dt=f"{loss_doodle_text.item():.3f}", dp=f"{loss_doodle_photo.item():.3f}",
                             img_s=f"{seen_images / max(1e-6, time.time() - epoch_start):.0f}")
         log.append({"epoch": epoch + 1, "loss": float(loss.item()), "images_per_s":
                     round(seen_images / (time.time() - epoch_start), 1), "seconds": round(time.time() - started, 1)})
@@ -333,7 +355,8 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                     "config": asdict(cfg)}, out / f"epoch-{epoch + 1:02d}.pt")
     summary = {"config": asdict(cfg), "photos": len(data.photos), "captions": len(data.captions),
                "renderings": len(data.renderings), "category_views": len(data.category),
-               "seen_classes": len(data.class_names), "log": log}
+               "seen_classes": len(data.class_names), "doodle_views": len(doodles) if doodles else 0,
+               "doodle_words": len(doodles.words) if doodles else 0, "log": log}
     atomic_write_json(out / "training.json", summary)
     if save_to is not None:
         save_mini(encoder.eval(), save_to, v2_config())
