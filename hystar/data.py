@@ -138,9 +138,6 @@ def _manifest_path(root: Path) -> Path:
 
 def load_dataset(name_or_folder: str | os.PathLike) -> Dataset:
     """A named dataset under `$HYSTAR_DATA`, or any folder with a manifest.csv of the same columns."""
-    if str(name_or_folder) == QUICKDRAW:
-        from .doodles import load_quickdraw  # doodles are items of this module: imported when asked for
-        return load_quickdraw()
     candidate = Path(name_or_folder)
     named = str(name_or_folder) in DATASETS
     root = data_root() / str(name_or_folder) if named else candidate

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import random_image
 
 from hystar.cli import main
@@ -16,6 +17,7 @@ from hystar.data import load_dataset, split_of
 from hystar.doodles import DoodleCanvas, bitmap_image, draw_strokes, load_doodles, view_seed
 from hystar.features import View, _view_id
 from hystar.sketch import ink_box, ink_map, stroke_width
+from hystar.train.doodle_set import DoodleBatches, DoodleConfig, DoodleSet
 
 SKETCHY_CLASSES = [f"class_{k:02d}" for k in range(24)]
 
@@ -138,3 +140,17 @@ def test_eval_doodle_protocol_finds_photos_by_class_and_names_doodles_among_ever
     assert words["categories"] == 4 and words["seen_doodles"] == 9 and words["unseen_doodles"] == 6
     assert 0 <= words["seen_top1"] <= words["seen_top5"] == 100.0  # 4 categories: every doodle in the top 5
     assert "Doodle -> text zero-shot" in out.with_suffix(".md").read_text()
+
+
+def test_each_doodle_batch_pairs_its_doodles_that_depict_a_class_with_a_photo_of_that_class():
+    photo_class = torch.tensor([-1, 3, 3, 5, -1, 7, 5, 3])  # class 7 has no photo: never a pair
+    doodles = DoodleSet(torch.zeros(8, 1, 1, 1), torch.arange(8), photo_class, [str(k) for k in range(8)],
+                        torch.zeros(8, 4))
+    photo_label = torch.tensor([3, 5, 5, 9, 3])
+    batches = DoodleBatches(doodles, photo_label, DoodleConfig(batch=6, depicting_share=0.5))
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        rows, photos = batches.sample(generator)
+        assert len(rows) == 6 and len(photos) == 3
+        depicted = photo_class[rows[:3]]
+        assert (photo_label[photos] == depicted).all() and set(depicted.tolist()) <= {3, 5}

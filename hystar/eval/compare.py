@@ -8,7 +8,8 @@ from typing import Any
 
 import torch
 
-from ..data import load_dataset
+from ..data import QUICKDRAW, load_dataset
+from ..doodles import load_quickdraw
 from ..encoder import Encoder, load_encoder
 from ..encoder.search import load_search_encoder
 from ..ranking import QueryExpansion
@@ -79,7 +80,7 @@ def run_eval(args: Any) -> dict:
               "doodle_text": {}, "query_norm": not args.no_query_norm}
     embeddings: dict = {}  # models that only re-score (+qe, +quari) reuse their model's embeddings
     for name in args.data:
-        dataset = load_dataset(name)
+        dataset = load_quickdraw() if name == QUICKDRAW else load_dataset(name)
         tasks = [t for t in tasks_for(dataset, split=args.split, canvas=args.canvas)
                  if not args.styles or t.query_style in args.styles]
         for label, model in models.items():

@@ -40,10 +40,14 @@ class DoodleSet:
         return len(self.features)
 
 
-def doodle_set(encoder: Encoder, classes: list[str], cfg: DoodleConfig, split: str = "train") -> DoodleSet:
-    """The train doodles' cached features; `classes`: the trained class names (`class_name` form)."""
+def doodle_set(encoder: Encoder, classes: list[str], cfg: DoodleConfig, split: str = "train", limit: int = 0
+               ) -> DoodleSet:
+    """The train doodles' cached features; `classes`: the trained class names (`class_name` form); `limit` > 0:
+    only every doodle whose rank in the list is a multiple of len / limit (a short run)."""
     doodles = [d for d in load_doodles(bitmaps_per_category=cfg.bitmaps_per_category)
                if d.split == split and not d.unseen]
+    if limit:
+        doodles = doodles[::max(1, len(doodles) // limit)]
     words = sorted({d.category for d in doodles})
     index_of = {c: k for k, c in enumerate(classes)}
 

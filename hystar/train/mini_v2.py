@@ -235,7 +235,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                                 f"history (docs/training.md says how to restore them)")
     encoder = build_mini_v2(start_from)
     data = style_training_set(encoder, list(iter_datasets()), cfg.limit, cfg.seed)
-    doodles = doodle_set(encoder, data.class_names, cfg.doodles) if cfg.doodles.batch else None
+    doodles = doodle_set(encoder, data.class_names, cfg.doodles, limit=cfg.limit) if cfg.doodles.batch else None
     doodle_batches = DoodleBatches(doodles, data.photo_label, cfg.doodles) if doodles else None
     word_text = doodles.word_text if doodles else None
     class_text = text_features(encoder, [PROMPT.format(c) for c in data.class_names])
