@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also each model re-ranked by its QuARI (trained with `hystar train-quari`)")
     parser.add_argument("--top-k", "--depth", dest="top_k", type=int, default=RERANK_DEPTH,
                         help=f"candidates re-ranked per query (default {RERANK_DEPTH}, as in the app and `hystar "
-                             f"search`; the README's QuARI figures were measured at 1000)")
+                             f"search`; assets/eval/quari-top1000.md was measured at 1000)")
     parser.add_argument("--quari-dir", type=Path, default=RERANKER_DIR, help="where to look for QuARI checkpoints")
     parser.add_argument("--quari-blend", type=float, nargs="+", metavar="B",
                         help="re-rank with blend B (QuARI's share of the score) instead of the checkpoint's; "

@@ -30,7 +30,7 @@ from torch import nn
 from torchvision import transforms
 
 from ..io import load_tensors, save_safetensors
-from ..paths import MINI_DIR
+from ..paths import MINI_DIR, REPO_ROOT, WEIGHTS_IN_HISTORY
 from .base import Encoder, TextTower, VisionTower
 
 TRUNK_MEAN = TRUNK_STD = (0.5, 0.5, 0.5)  # EfficientNet-Lite's TF preprocessing: (x - 127) / 128
@@ -262,6 +262,12 @@ def load_mini(folder: Path | str = MINI_DIR) -> Encoder:
     folder = Path(folder)
     weights = folder / "weights.safetensors"
     if not weights.is_file():
+        commit = WEIGHTS_IN_HISTORY.get(folder.resolve())
+        if commit:
+            name = f"{folder.resolve().relative_to(REPO_ROOT).as_posix()}/weights.safetensors"
+            raise FileNotFoundError(f"hystar-mini weights missing at {weights}: this earlier version's weights are "
+                                    f"kept in git history only; restore them with `git show {commit[:7]}:{name} > "
+                                    f"{name}` (docs/training.md)")
         raise FileNotFoundError(f"hystar-mini weights missing at {weights}; train them with `hystar train-mini`")
     encoder = build_mini(MiniConfig.from_json(folder / "config.json"))
     state = load_tensors(weights)
