@@ -10,7 +10,7 @@ ASSETS = REPO_ROOT / "assets"
 
 MINI_DIR = ASSETS / "hystar-mini"                              # the shipped hystar-mini encoder (v2.4)
 MINI_V1_DIR = ASSETS / "hystar-mini-v1"                        # v1 (frozen trunk): where v2.0 training started
-MINI_V2_0_DIR = ASSETS / "hystar-mini-v2.0"                    # v2.0 (no thumbnail): where v2 training starts
+MINI_V2_0_DIR = ASSETS / "hystar-mini-v2.0"                    # v2.0 (no thumbnail): where v2.2 training started
 # Earlier versions whose weights left the working tree (their config and model card stay): the commit that holds each
 # folder's `weights.safetensors`; `git show COMMIT:assets/NAME/weights.safetensors > assets/NAME/weights.safetensors`
 # puts it back (docs/training.md).

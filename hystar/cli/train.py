@@ -30,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kernel-sign", type=float, default=StyleNCEConfig.kernel_sign)
     parser.add_argument("--lam", type=float, default=StyleNCEConfig.lam)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--no-doodles", dest="doodles", action="store_false",
+                        help="leave out the Quick, Draw! doodles (on by default: one more category-level style)")
     parser.set_defaults(func=_run)
 
 
@@ -37,7 +39,7 @@ def _run(args: argparse.Namespace) -> int:
     adapter_cfg = PromptConfig() if args.variant == "gram-prompts" else AdapterConfig(
         style_code=args.style_code, dynamic_blocks=() if args.variant == "static" else None)
     cfg = TrainConfig(epochs=args.epochs, lr_static=args.lr_static, lr_dynamic=args.lr_dynamic, loss=args.loss,
-                      anchor_weight=args.anchor_weight, seed=args.seed)
+                      anchor_weight=args.anchor_weight, seed=args.seed, doodles=args.doodles)
     summary = train_adapter(args.encoder, adapter_cfg, cfg, args.out,
                             StyleNCEConfig(kernel_sign=args.kernel_sign, lam=args.lam))
     print(json.dumps({"out": str(args.out), "pairs": summary["pairs"], "seconds": summary["seconds"]}))

@@ -3,7 +3,8 @@
 Pairs, all from cached trunk features:
 - instance: real sketches with the photo they draw (Sketchy, PACS `n0*` sketches); synthetic mosaic / art / pencil
   renderings of a train photo with that photo;
-- category: PACS art paintings, cartoons and unpaired sketches with a photo of their class, drawn anew each epoch.
+- category: PACS art paintings, cartoons and unpaired sketches with a photo of their class, drawn anew each epoch;
+  Quick, Draw! train doodles drawn on the canvas (`hystar.train.doodle_set`) with a photo of the class they depict.
 Both sides go through the adapted encoder, each conditioned on its own style. A photo-anchor term keeps adapted
 photos near their base embeddings, so text → photo search (untouched text tower) keeps working.
 """
@@ -28,7 +29,8 @@ from ..features import View, item_features, trunk_features
 from ..io import atomic_open
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
-from ..synthetic_canvas import upload_view_style
+from ..synthetic_canvas import DOODLE, upload_view_style
+from .doodle_set import DoodleConfig, doodle_set
 from .losses import LOSSES, StyleNCEConfig
 from .schedule import warmup_cosine
 
@@ -45,6 +47,7 @@ class TrainConfig:
     anchor_weight: float = 1.0
     synthetic_styles: tuple[str, ...] = SYNTHETIC_STYLES
     normalise_sketches: bool = True  # sketches as the app feeds them (`hystar.sketch`); False: as stored
+    doodles: bool = True      # Quick, Draw! doodles that depict a trained class, as one more category-level style
     seed: int = 0
 
 
@@ -74,7 +77,7 @@ def synthetic_features(encoder, dataset: Dataset, style: str) -> torch.Tensor:
 
 
 def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, ...],
-                normalise_sketches: bool = True) -> PairSet:
+                normalise_sketches: bool = True, doodles: bool = False) -> PairSet:
     photos, photo_class, photo_key, row_of = [], [], [], {}
     queries, query_photo, query_class, query_style = [], [], [], []
     for dataset in datasets:
@@ -110,6 +113,14 @@ def build_pairs(encoder, datasets: list[Dataset], synthetic_styles: tuple[str, .
                     query_photo.append(row_of[photo.key])
                     query_class.append(photo_class[row_of[photo.key]])
                     query_style.append(style)
+    if doodles:
+        classes = sorted(set(photo_class))
+        drawn = doodle_set(encoder, classes, DoodleConfig())
+        for row in torch.nonzero(drawn.photo_class >= 0).flatten().tolist():
+            queries.append(drawn.features[row])
+            query_photo.append(-1)
+            query_class.append(classes[int(drawn.photo_class[row])])
+            query_style.append(DOODLE)
     return PairSet(torch.stack(photos), photo_class, photo_key, torch.stack(queries), query_photo, query_class,
                    query_style)
 
@@ -146,7 +157,7 @@ def train_adapter(encoder_spec: str, adapter_cfg: AdapterConfig | PromptConfig, 
     torch.manual_seed(cfg.seed)
     base = load_encoder(encoder_spec).requires_grad_(False)
     pairs = build_pairs(base, datasets or list(iter_datasets(TRAIN_DATASETS)), cfg.synthetic_styles,
-                        cfg.normalise_sketches)
+                        cfg.normalise_sketches, cfg.doodles)
     adapter = build_for_training(base, adapter_cfg, pairs).train()
     dynamic = [p for n, p in adapter.named_parameters() if n.startswith("hyper.")]
     static = [p for n, p in adapter.named_parameters() if not n.startswith("hyper.")]
