@@ -140,7 +140,7 @@ def render_report(report: dict, command: str) -> str:
         text += "\nZero-shot classification (\"a photo of a {class}\", all classes of the dataset):\n\n"
         text += zero_shot_table(report) + "\n"
     if report.get("doodle_text"):
-        text += ("\nDoodle -> text zero-shot (Quick, Draw! test doodles drawn on the canvas, \"a drawing of a "
+        text += (f"\nDoodle -> text zero-shot (Quick, Draw! {split} doodles drawn on the canvas, \"a drawing of a "
                  "{category}\" over every category; unseen: categories depicting a never-trained Sketchy class):\n\n"
                  + doodle_text_table(report) + "\n")
     return text
