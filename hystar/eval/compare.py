@@ -109,10 +109,10 @@ def zero_shot_table(report: dict) -> str:
 
 
 def doodle_text_table(report: dict) -> str:
-    lines = ["| model | categories | doodles (seen / unseen) | top-1 seen | top-5 seen | top-1 unseen | top-5 unseen |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | categories | doodles (seen / unseen) | top-1 | top-5 | top-1 seen | top-5 seen | top-1 unseen "
+             "| top-5 unseen |", "|---|---|---|---|---|---|---|---|---|"]
     for label, z in report.get("doodle_text", {}).items():
-        keys = ("seen_top1", "seen_top5", "unseen_top1", "unseen_top5")
+        keys = ("all_top1", "all_top5", "seen_top1", "seen_top5", "unseen_top1", "unseen_top5")
         cells = [f"{z[key]:.1f}" if key in z else "–" for key in keys]
         lines.append(f"| {label} | {z['categories']} | {z.get('seen_doodles', 0)} / {z.get('unseen_doodles', 0)} | "
                      + " | ".join(cells) + " |")

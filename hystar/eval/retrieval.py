@@ -303,7 +303,7 @@ def doodle_text(encoder, base_encoder, dataset: Dataset, split: str = "test", ks
     hit = top == labels[:, None]
     unseen = np.array([d.unseen for d in doodles], dtype=bool)
     out = {"categories": len(words)}
-    for group, mask in (("seen", ~unseen), ("unseen", unseen)):
+    for group, mask in (("all", np.ones_like(unseen)), ("seen", ~unseen), ("unseen", unseen)):
         if mask.any():
             out[f"{group}_doodles"] = int(mask.sum())
             out |= {f"{group}_top{k}": float(hit[mask, :k].any(1).mean() * 100) for k in ks}
