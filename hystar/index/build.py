@@ -345,7 +345,7 @@ class IndexUpdate:
         damage = check.survey(check.names())
         if damage and not damage.repairable:
             raise damage.error(self.out)
-        entries, vectors, skipped = read_generation(self.out, meta)
+        entries, vectors, skipped = read_generation(self.out, meta, read_skipped=SKIPPED not in damage.files)
         self.damaged = set(damage.files) | ({VECTORS} if damage.blocks else set())
         rows = damage.rows() if damage.blocks else set()
         self.damaged_paths = {entries[row].path for row in rows}
@@ -353,7 +353,7 @@ class IndexUpdate:
             rebuilt = sorted(self.damaged - {VECTORS})
             self.log(f"{self.out} is damaged ({damage.first()}): mending it, {len(rows)} rows to embed again"
                      + (f", {' and '.join(rebuilt)} rebuilt" if rebuilt else ""))
-        self.known.absorb(entries, vectors, [] if SKIPPED in self.damaged else skipped, rows)
+        self.known.absorb(entries, vectors, skipped, rows)
         if meta.root != str(self.root):
             self.log(f"{self.out} indexed {meta.root} before; now indexing {self.root} (unchanged content is "
                      f"re-used by hash)")

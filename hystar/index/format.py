@@ -207,18 +207,21 @@ def faiss_readable(path: Path, count: int, dim: int) -> bool:
     return index.ntotal == count and index.d == dim
 
 
-def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndarray, list[Skipped]]:
-    """The committed rows of an index: manifest, memory-mapped vectors, skipped files; `CorruptIndexError` when
-    they are missing, unreadable or disagree with each other or with meta.json."""
+def read_generation(folder: Path, meta: IndexMeta, read_skipped: bool = True
+                    ) -> tuple[list[Entry], np.ndarray, list[Skipped]]:
+    """The committed rows of an index: manifest, memory-mapped vectors, skipped files (none without `read_skipped`:
+    a damaged skipped.jsonl, whose files are tried again); `CorruptIndexError` when they are missing, unreadable or
+    disagree with each other or with meta.json."""
     generation = folder / meta.generation
-    missing = [name for name in (MANIFEST, SKIPPED, VECTORS) if not (generation / name).is_file()]
+    needed = (MANIFEST, SKIPPED, VECTORS) if read_skipped else (MANIFEST, VECTORS)
+    missing = [name for name in needed if not (generation / name).is_file()]
     if missing:
         raise CorruptIndexError(folder, f"{meta.generation}/{missing[0]} is missing")
     current = MANIFEST
     try:
         entries = read_jsonl(generation / MANIFEST, Entry)
         current = SKIPPED
-        skipped = read_jsonl(generation / SKIPPED, Skipped)
+        skipped = read_jsonl(generation / SKIPPED, Skipped) if read_skipped else []
         current = VECTORS
         vectors = open_vectors(generation / VECTORS)
     except (OSError, ValueError, TypeError, EOFError, RuntimeError, UnicodeDecodeError) as error:
@@ -226,7 +229,8 @@ def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndar
     if len(vectors) != len(entries) or vectors.shape[1] != meta.dim:
         raise CorruptIndexError(folder, f"{len(entries)} manifest rows but {len(vectors)} vectors of dimension "
                                         f"{vectors.shape[1]} (meta.json: {meta.dim})")
-    if (len(entries), len(skipped)) != (meta.count, meta.skipped):  # e.g. rows cut off at a line's end
+    counted = (len(entries), len(skipped) if read_skipped else meta.skipped)
+    if counted != (meta.count, meta.skipped):  # e.g. rows cut off at a line's end
         raise CorruptIndexError(folder, f"{meta.generation} holds {len(entries)} images and {len(skipped)} skipped "
                                         f"files; meta.json says {meta.count} and {meta.skipped}")
     return entries, vectors, skipped
