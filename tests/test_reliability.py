@@ -454,13 +454,19 @@ def test_a_plain_rerun_of_hystar_index_mends_silent_damage_unless_the_manifest_i
     assert sorted(e.path for e in healed.entries) == sorted(e.path for e in GalleryIndex.load(original).entries)
 
 
-def test_an_index_without_checksums_opens_with_one_warning_and_verify_writes_them(built_index, tmp_path, run_cli):
-    _, original = built_index
-    index = tmp_path / "idx"
+def without_checksums(original: Path, index: Path) -> Path:
+    """A copy of the index in `original` as hystar wrote it before checksums."""
     shutil.copytree(original, index)
     meta = json.loads((index / META).read_text())
-    del meta["checksums"], meta["crc32"]  # as written before checksums
+    del meta["checksums"], meta["crc32"]
     (index / META).write_text(json.dumps(meta))
+    return index
+
+
+def test_an_index_without_checksums_opens_with_one_warning_and_verify_writes_them(built_index, tmp_path, run_cli,
+                                                                                 mini_spec):
+    photos, original = built_index
+    index = without_checksums(original, tmp_path / "idx")
 
     with pytest.warns(UserWarning, match="has no checksums .* `hystar index --verify"):
         GalleryIndex.load(index)
@@ -473,6 +479,10 @@ def test_an_index_without_checksums_opens_with_one_warning_and_verify_writes_the
     assert "intact" in run_cli("index", "--verify", index).out
     damage(index / f"gen-000000/{VECTORS}", "bit-flipped")
     assert run_cli("index", "--verify", index).code == 2
+
+    plain = without_checksums(original, tmp_path / "plain")  # a plain re-run of `hystar index` adds them too
+    assert run_cli("index", photos, "--out", plain, "--encoder", mini_spec, "--no-progress").code == 0
+    assert GalleryIndex.load(plain).meta.checksums is not None
 
 
 def test_an_index_is_searched_and_extended_only_with_its_own_encoder_and_adapter(tmp_path, run_cli, mini_spec):

@@ -430,7 +430,7 @@ class IndexUpdate:
 
     def _differs(self, previous: IndexMeta, refs: list[_Ref], skipped: list[Skipped]) -> bool:
         generation = self.out / previous.generation
-        return (bool(self.damaged) or previous.root != str(self.root)
+        return (bool(self.damaged) or previous.checksums is None or previous.root != str(self.root)
                 or previous.kind_config != self.config.kind.to_json()
                 or [r.entry for r in refs] != read_jsonl(generation / MANIFEST, Entry)
                 or skipped != read_jsonl(generation / SKIPPED, Skipped)

@@ -135,7 +135,9 @@ class Damage:
         return {row for block in self.blocks for row in self.vectors.block_range(block)}
 
     def first(self) -> str:
-        """The first problem, one line, naming the file (and for the vectors the first damaged rows)."""
+        """The first problem, one line, naming the file (and for the vectors the first damaged rows); "" for none."""
+        if not self:
+            return ""
         if self.files:
             name, problem = next(iter(self.files.items()))
             return f"{self.generation}/{name} {problem}"
