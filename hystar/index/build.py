@@ -6,10 +6,10 @@ embedded chunk by chunk, each chunk checkpointed. The run ends by writing a new 
 of its files, and committing it by replacing meta.json. `kill -9` at any moment loses at most the chunk in flight;
 a re-run resumes.
 
-A run first checks the committed generation against its checksums and mends what it can: rows of damaged vectors
-blocks are re-embedded from their images (their own rows are dropped; rows of images gone since are not kept),
-damaged FAISS files are rebuilt from the vectors, a damaged skipped.jsonl retries those files. A damaged manifest
-cannot say which image a row is: that needs `--rebuild`.
+A run first checks the committed generation against its checksums and mends what it can: the rows of damaged
+vectors blocks are dropped and their images, where still there, embedded again; damaged FAISS files are rebuilt from
+the vectors; the files of a damaged skipped.jsonl are tried again. A damaged manifest cannot say which image a row
+is: that needs `--rebuild`.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class BuildConfig:
     rebuild: bool = False        # forget the existing index (and its encoder) and embed everything again
     progress: bool = True
     prefetch: int = 64           # images decoded ahead, in a thread, while the encoder runs
-    block_rows: int = BLOCK_ROWS # vectors rows per checksum: the rows re-embedded together when one is damaged
+    block_rows: int = BLOCK_ROWS  # vectors rows per checksum: embedded again together when one is damaged
 
 
 @dataclass

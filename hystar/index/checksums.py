@@ -182,13 +182,16 @@ class GenerationCheck:
         for name in names:
             if first_only and damage:
                 break
-            if name == VECTORS:
-                self._survey_vectors(damage, first_only)
-                continue
-            path, expected = self.generation / name, self.sums.files[name]
-            problem = _size_problem(path, expected.size)
-            if not problem and crc32(path) != expected.crc32:
-                problem = "does not match its checksum"
+            try:
+                if name == VECTORS:
+                    self._survey_vectors(damage, first_only)
+                    continue
+                path, expected = self.generation / name, self.sums.files[name]
+                problem = _size_problem(path, expected.size)
+                if not problem and crc32(path) != expected.crc32:
+                    problem = "does not match its checksum"
+            except OSError as error:  # e.g. EIO: a bad sector
+                problem = f"cannot be read ({error.strerror or error})"
             if problem:
                 damage.files[name] = problem
         return damage

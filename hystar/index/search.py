@@ -239,7 +239,7 @@ class GalleryIndex:
                                      row_file=folder / meta.generation / VECTORS)
         self._check, self._unverified = check, list(unverified)
         self._damage: CorruptIndexError | None = None
-        self._verify_lock = threading.Lock()
+        self._verify_lock, self._start_lock = threading.Lock(), threading.Lock()
         self._verifier: threading.Thread | None = None
 
     @classmethod
@@ -287,18 +287,18 @@ class GalleryIndex:
         """Check the files that opening it left unchecked (the vectors of a big gallery); `CorruptIndexError` naming
         the file and the first damaged rows when one differs, and the index refuses to search from then on."""
         with self._verify_lock:
-            names, self._unverified = self._unverified, []
-            if names and self._damage is None:
+            if self._unverified and self._damage is None:
                 try:
-                    self._check.require(names)
+                    self._check.require(self._unverified)
                 except CorruptIndexError as error:
                     if not self._superseded():
                         self._damage = error
+            self._unverified = []
         self.require_intact()
 
     def verify_in_background(self) -> threading.Thread:
         """`verify` in a daemon thread at the lowest CPU priority (started once); `damage` says what it found."""
-        with self._verify_lock:
+        with self._start_lock:
             if self._verifier is None:
                 self._verifier = threading.Thread(target=self._verify_quietly, name=f"verify {self.folder.name}",
                                                   daemon=True)
