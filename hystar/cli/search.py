@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "reported. A damaged index (checked against its checksums) is mended: rows whose stored "
                     "vectors are damaged are embedded again from their images.")
     index.add_argument("dir", type=Path, nargs="?", help="folder of images, walked recursively")
-    index.add_argument("--out", type=Path, help="index folder (created if missing); required but with --verify")
+    index.add_argument("--out", type=Path, help="index folder (created if missing); required, except with --verify")
     index.add_argument("--verify", type=Path, metavar="INDEX",
                        help="check every file of the index folder INDEX against its checksums (and write them for "
                             "an index that has none); exit 2 with one line naming what is damaged")
