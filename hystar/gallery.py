@@ -131,9 +131,9 @@ def ensure_gallery_indexes(encoder_spec: str = DEFAULT_ENCODER, gallery_dir: str
                 pass
             except IndexMismatchError:
                 rebuild = True
-            except CorruptIndexError as error:  # the app's own cache of the gallery: rebuilt, never a crash
-                print(f"{error}: rebuilding it now", file=sys.stderr)
-                rebuild = True
+            except CorruptIndexError as error:  # the app's own cache of the gallery: mended or rebuilt, never a crash
+                print(f"{error}: {'mending' if error.repairable else 'rebuilding'} it now", file=sys.stderr)
+                rebuild = not error.repairable
         config = BuildConfig(kind=KindConfig(kind), rebuild=rebuild, progress=progress)
         targets[side] = (folders[side], identities[side], config)
     if targets:

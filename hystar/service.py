@@ -17,6 +17,11 @@ Its parts live beside it: `hystar.spaces` (the base and adapted sides), `hystar.
 registry), `hystar.shifts` (ΔS summaries), `hystar.umap_job` (the UMAP view's lifecycle), `hystar.uploads` (adding
 photos to the app-owned gallery).
 
+Once a gallery is installed its indexes are checked against their checksums in a background thread
+(`GalleryIndex.verify_in_background`; opening checked the small files, this reads the vectors of a big gallery, off
+the serving path). An index found damaged is not served: searches get its one-line "damaged; rebuild it with ..."
+message (`GalleryDamagedError`).
+
 After construction the service is read-only (encoders in eval mode, memory-mapped indexes, a fitted UMAP behind a
 lock), so requests may run concurrently; nothing is shared between them.
 """
@@ -71,6 +76,11 @@ class QueryError(ValueError):
 
 class GalleryIndexingError(QueryError):
     """A search or an upload while the gallery is still being indexed: "indexing: N % ..." (`IndexingStatus.line`)."""
+
+
+class GalleryDamagedError(QueryError):
+    """A search of a gallery whose index failed a check of its checksums: the index's one-line `CorruptIndexError`
+    message ("... the index is damaged (file, rows); rebuild it with `hystar index ...`")."""
 
 
 @dataclass(frozen=True)
@@ -243,6 +253,7 @@ class SearchService:
         umap, note = start_umap(config.umap, base)
         with self._online_lock:
             self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
+        self._verify_in_background()
         self.indexing.finish(len(base.index))
 
     def indexing_status(self) -> IndexingStatus:
@@ -254,6 +265,15 @@ class SearchService:
         if not status.ready:
             raise GalleryIndexingError(status.line() if status.error else
                                        f"{status.line()}; search again once it is done")
+
+    def _verify_in_background(self) -> None:
+        for space in self.spaces:
+            space.index.verify_in_background()
+
+    def _require_intact(self) -> None:
+        for space in self.spaces:
+            if space.index.damage is not None:
+                raise GalleryDamagedError(str(space.index.damage))
 
     @classmethod
     def over_index(cls, index: GalleryIndex, encoder: Encoder, adapter: HystarEncoder | None = None,
@@ -303,6 +323,7 @@ class SearchService:
                 self._anchors, self._anchors_ready = None, False
                 if self.online is not None:
                     self.online = OnlineSessions(self._new_session, self.online_config.max_users)
+            self._verify_in_background()
             return report
 
     # -- state --------------------------------------------------------------------------------------
@@ -358,8 +379,10 @@ class SearchService:
     def search(self, query: Query, place: bool = True, user: str | None = None) -> SearchResponse:
         """Top-k for `query` in the base space and, when asked and available, the adapted space.
         With `query.online`, `user`'s online session embeds (and adapts to) the query's images.
-        Raises `QueryError` (nothing to search for) or `ImageError` (an image that cannot be read)."""
+        Raises `QueryError` (nothing to search for, a damaged gallery index) or `ImageError` (an image that cannot
+        be read)."""
         self._require_ready()
+        self._require_intact()
         if self.gallery_size == 0:
             raise QueryError(EMPTY_GALLERY)
         k = int(min(max(query.k, 1), self.max_k))
@@ -563,7 +586,8 @@ def default_adapter() -> Path | None:
     return DEFAULT_ADAPTER if DEFAULT_ADAPTER.is_file() else None
 
 
-__all__ = ["AddReport", "AdapterMismatchError", "DEFAULT_ADAPTER", "EMPTY_GALLERY", "GalleryIndexingError",
+__all__ = ["AddReport", "AdapterMismatchError", "DEFAULT_ADAPTER", "EMPTY_GALLERY", "GalleryDamagedError",
+           "GalleryIndexingError",
            "ImageError", "IndexingStatus", "MAX_K", "RERANK_DEPTH",
            "OnlineServiceConfig", "OnlineSessions", "OnlineStatus", "Query", "QueryError", "Result", "SearchResponse",
            "SearchService", "ServiceConfig", "Space", "TrackedSession", "default_adapter", "fuse", "gallery_classes"]

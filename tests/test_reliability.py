@@ -3,8 +3,9 @@
 - load: `bench/load_test.py`, shortened (4 clients x 40 queries), against app.py serving the test gallery;
 - bad input: the generated corpus of `fuzz_corpus.py` (over 300 malformed and odd inputs) through the launched app's
   API and through `hystar index`;
-- faults: every file of an index damaged in every way, index / encoder / adapter mismatches, how weights and caches
-  are loaded. `kill -9` during indexing, then resume: tests/test_search_cli.py::test_kill_9_at_any_moment_...;
+- faults: every file of an index damaged in every way (silent damage, a flipped bit or a zeroed page, caught by the
+  checksums), index / encoder / adapter mismatches, how weights and caches are loaded. `kill -9` during indexing,
+  then resume: tests/test_search_cli.py::test_kill_9_at_any_moment_...;
 - security: gradio's file routes serve the results the app has shown and the example images, nothing else; the
   search API opens uploads only.
 
@@ -26,6 +27,7 @@ import re
 import shutil
 import subprocess
 import threading
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote, urlsplit
@@ -62,10 +64,11 @@ from hystar.index import (
     GalleryIndex,
     IndexNotFoundError,
     build_index,
+    checksums,
     open_search_encoder,
 )
-from hystar.service import QueryError
-from hystar.ui import QueryFiles
+from hystar.service import GalleryDamagedError, Query, QueryError, SearchService, ServiceConfig
+from hystar.ui import QueryFiles, ResultFiles, make_search
 from hystar.views import UMAP_MAGIC, UmapMap, cache_secret, umap_cache_path
 
 SERVER_FAILED = "the search failed on the server"  # the app's catch-all: an exception nobody foresaw
@@ -238,6 +241,13 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(data[: len(data) // 2])
     elif how == "garbage":  # random bytes of the same length
         path.write_bytes(np.random.default_rng(len(data)).integers(0, 256, len(data), dtype=np.uint8).tobytes())
+    elif how == "bit-flipped":  # the lowest bit of its middle byte: still parses, silently wrong
+        flipped = bytearray(data)
+        flipped[len(data) // 2] ^= 1
+        path.write_bytes(bytes(flipped))
+    elif how == "page-zeroed":  # the 4 KiB page holding its last byte, as a lost write leaves it
+        start = (len(data) - 1) // 4096 * 4096
+        path.write_bytes(data[:start] + bytes(len(data) - start))
     else:
         raise ValueError(how)
 
@@ -305,6 +315,174 @@ def test_the_app_rebuilds_its_damaged_gallery_index_instead_of_failing(tmp_path,
         assert len(again) == 5 and sorted(e.path for e in again.entries) == sorted(e.path for e in first.entries)
         assert "the index is damaged" in capsys.readouterr().err
         first = again
+
+
+# --- silent damage: checksums ----------------------------------------------------------------------
+
+SILENT = ["bit-flipped", "page-zeroed", "truncated"]
+
+
+def assert_damage_line(message: str, index: Path, name: str) -> None:
+    """The one-line "damaged" message, naming the damaged file and the command that rebuilds the index."""
+    assert "\n" not in message and message.startswith(f"{index}: the index is damaged (")
+    assert Path(name).name in message, message
+    assert message.endswith(f"rebuild it with `hystar index DIR --out {index} --rebuild`")
+
+
+@pytest.mark.parametrize("how", SILENT)
+@pytest.mark.parametrize("name", INDEX_FILES)
+def test_silent_damage_is_found_by_verify_and_at_open_and_nothing_is_served(built_index, tmp_path, run_cli, name,
+                                                                           how):
+    _, original = built_index
+    index = tmp_path / "idx"
+    shutil.copytree(original, index)
+    damage(index / name, how)
+
+    verified = run_cli("index", "--verify", index)
+    assert verified.code == 2 and verified.out == "", verified.out
+    message = verified.err.strip().removeprefix("hystar index: error: ")
+    assert_damage_line(message, index, name)
+    if name.endswith(VECTORS) and how != "truncated":  # the first damaged block of rows, all 6 rows here
+        assert "vectors.npy: rows 0-5 (block 0) do not match their checksum" in message
+    with pytest.raises(CorruptIndexError) as opened:
+        GalleryIndex.load(index)
+    assert str(opened.value) == message
+    searched = run_cli("search", index, "--text", "a dog", "--json")
+    assert searched.code == 2 and searched.out == "" and searched.err.strip() == f"hystar search: error: {message}"
+
+
+def test_an_intact_index_passes_verify_and_every_file_of_it_is_checksummed(built_index, run_cli):
+    _, index = built_index
+    verified = run_cli("index", "--verify", index, "--json")
+    assert verified.code == 0, verified.err
+    report = json.loads(verified.out)
+    assert (report["generation"], report["files"], report["rows"], report["written"]) == ("gen-000000", 4, 6, False)
+    meta = json.loads((index / META).read_text())
+    assert set(meta["checksums"]["files"]) == {MANIFEST, SKIPPED, FAISS_INDEX}  # the vectors: per block of rows
+    assert meta["checksums"]["vectors"]["blocks"] and re.fullmatch("[0-9a-f]{8}", meta["crc32"])
+
+
+def test_a_big_gallerys_vectors_are_checked_after_opening_and_a_damaged_one_is_then_refused(built_index, tmp_path,
+                                                                                          monkeypatch):
+    _, original = built_index
+    index = tmp_path / "idx"
+    shutil.copytree(original, index)
+    damage(index / f"gen-000000/{VECTORS}", "bit-flipped")
+    monkeypatch.setattr(checksums, "OPEN_CHECK_BYTES", 0)  # as if every file were too big to read at opening
+
+    opened = GalleryIndex.load(index)  # the manifests checked: fine
+    assert not opened.verified and opened.damage is None
+    assert opened.wait_verified(timeout=60) and "rows 0-5 (block 0)" in str(opened.damage)
+    with pytest.raises(CorruptIndexError, match="the index is damaged"):
+        opened.search(np.ones(opened.dim, np.float32), 3)
+
+
+def test_the_app_refuses_a_gallery_found_damaged_after_it_is_up_then_mends_it_when_restarted(tmp_path, mini_spec,
+                                                                                            monkeypatch, capsys):
+    make_gallery(tmp_path / "photos", 5)
+    config = ServiceConfig(encoder=mini_spec, gallery=tmp_path / "photos", index_root=tmp_path / "indexes",
+                           umap=None, online=None, progress=False)
+    first = SearchService.open(config)
+    query = Query(text="a dog", k=3, expand=False)
+    before = [r.name for r in first.search(query, place=False).base]
+    folder = first.base.index.folder
+    damage(folder / f"gen-000000/{VECTORS}", "bit-flipped")
+
+    with monkeypatch.context() as big:  # a big gallery: its vectors are checked once the app is up
+        big.setattr(checksums, "OPEN_CHECK_BYTES", 0)
+        app = SearchService.open(config)
+        assert app.base.index.wait_verified(timeout=60)
+    with pytest.raises(GalleryDamagedError) as refused:
+        app.search(query, place=False)
+    message = str(refused.value)
+    assert_damage_line(message, folder, VECTORS)
+    search = make_search(app, ResultFiles(tmp_path / "served"))
+    status = search(None, None, "a dog", "", 1.0, 1.0, 1.0, 0.5, False, False, 3)[0]
+    assert status == f"⚠ {message}"  # what the page shows: one line, no traceback
+
+    capsys.readouterr()
+    again = SearchService.open(config)  # a small gallery's vectors are checked at opening: its rows embedded again
+    assert "the index is damaged" in capsys.readouterr().err
+    assert [r.name for r in again.search(query, place=False).base] == before
+    assert again.base.index.meta.generation != "gen-000000"
+
+
+def test_hystar_index_embeds_again_only_the_rows_of_damaged_blocks_and_keeps_the_good_ones(tmp_path, tiny):
+    paths = make_gallery(tmp_path / "photos", 9)
+    config = BuildConfig(progress=False, block_rows=2)
+    build_index(tmp_path / "photos", tmp_path / "idx", tiny, config=config)
+    built = GalleryIndex.load(tmp_path / "idx")
+    row_bytes = built.meta.checksums["vectors"]["row_bytes"]
+    vectors = tmp_path / "idx" / "gen-000000" / VECTORS
+    data = bytearray(vectors.read_bytes())
+    data[built.meta.checksums["vectors"]["offset"] + 5 * row_bytes + 1] ^= 1  # row 5: block 2, rows 4 and 5
+    vectors.write_bytes(bytes(data))
+    gone = tmp_path / "photos" / built.entries[4].path  # the other row of that block: its image deleted since
+    gone.unlink()
+
+    tiny.visual.images_seen = 0
+    report = build_index(tmp_path / "photos", tmp_path / "idx", tiny, config=config)
+    assert (report.repaired, report.embedded, tiny.visual.images_seen) == (1, 1, 1)  # row 5 only
+    assert (report.count, report.removed) == (8, 1)
+    mended = GalleryIndex.load(tmp_path / "idx")
+    mended.verify()
+    build_index(tmp_path / "photos", tmp_path / "fresh", tiny, config=config)
+    fresh = GalleryIndex.load(tmp_path / "fresh")
+    assert [e.path for e in mended.entries] == [e.path for e in fresh.entries] == sorted(
+        p.relative_to(tmp_path / "photos").as_posix() for p in paths if p != gone)
+    assert np.array_equal(np.asarray(mended.vectors), np.asarray(fresh.vectors))
+
+
+@pytest.mark.parametrize(("name", "mended"), [(VECTORS, "6 damaged rows embedded again"), (FAISS_INDEX, "0 embedded"),
+                                              (SKIPPED, "4 unreadable files skipped"), (MANIFEST, None)])
+def test_a_plain_rerun_of_hystar_index_mends_silent_damage_unless_the_manifest_is_damaged(
+        built_index, tmp_path, run_cli, mini_spec, name, mended):
+    photos, original = built_index
+    index = tmp_path / "idx"
+    shutil.copytree(original, index)
+    damage(index / "gen-000000" / name, "bit-flipped")
+
+    rerun = run_cli("index", photos, "--out", index, "--encoder", mini_spec, "--no-progress")
+    if mended is None:  # which image is which row is lost: only --rebuild can help, and the line says so
+        assert rerun.code == 2 and "manifest.jsonl does not match its checksum" in rerun.err
+        assert rerun.err.strip().endswith("--rebuild`")
+        return
+    assert rerun.code == 0 and mended in rerun.out, rerun.out + rerun.err
+    assert run_cli("index", "--verify", index).code == 0
+    healed = GalleryIndex.load(index)
+    assert healed.meta.generation != "gen-000000" and len(healed.skipped) == 4
+    assert sorted(e.path for e in healed.entries) == sorted(e.path for e in GalleryIndex.load(original).entries)
+
+
+def without_checksums(original: Path, index: Path) -> Path:
+    """A copy of the index in `original` as hystar wrote it before checksums."""
+    shutil.copytree(original, index)
+    meta = json.loads((index / META).read_text())
+    del meta["checksums"], meta["crc32"]
+    (index / META).write_text(json.dumps(meta))
+    return index
+
+
+def test_an_index_without_checksums_opens_with_one_warning_and_verify_writes_them(built_index, tmp_path, run_cli,
+                                                                                 mini_spec):
+    photos, original = built_index
+    index = without_checksums(original, tmp_path / "idx")
+
+    with pytest.warns(UserWarning, match="has no checksums .* `hystar index --verify"):
+        GalleryIndex.load(index)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(GalleryIndex.load(index)) == 6
+    assert not [w for w in caught if "no checksums" in str(w.message)]  # once per folder
+    written = run_cli("index", "--verify", index)
+    assert written.code == 0 and "it had no checksums" in written.out and "written" in written.out
+    assert "intact" in run_cli("index", "--verify", index).out
+    damage(index / f"gen-000000/{VECTORS}", "bit-flipped")
+    assert run_cli("index", "--verify", index).code == 2
+
+    plain = without_checksums(original, tmp_path / "plain")  # a plain re-run of `hystar index` adds them too
+    assert run_cli("index", photos, "--out", plain, "--encoder", mini_spec, "--no-progress").code == 0
+    assert GalleryIndex.load(plain).meta.checksums is not None
 
 
 def test_an_index_is_searched_and_extended_only_with_its_own_encoder_and_adapter(tmp_path, run_cli, mini_spec):

@@ -88,6 +88,7 @@ def test_no_expand_gives_plain_nearest_neighbours_with_the_same_best_match(index
 def test_search_refuses_an_index_from_another_encoder(indexed, gallery, run_cli):
     meta = json.loads((indexed / "meta.json").read_text())
     meta["encoder"]["fingerprint"] = "0123456789abcdef"
+    del meta["crc32"]  # an index from another encoder, not one whose meta.json was damaged
     (indexed / "meta.json").write_text(json.dumps(meta))
     result = run_cli("search", indexed, "--text", "a dog")
     assert result.code == 2 and result.out == ""
@@ -98,6 +99,7 @@ def test_search_refuses_an_index_from_another_encoder(indexed, gallery, run_cli)
 def test_index_refuses_to_mix_encoders_in_one_index(tmp_path, indexed, run_cli):
     meta = json.loads((indexed / "meta.json").read_text())
     meta["encoder"]["fingerprint"] = "0123456789abcdef"
+    del meta["crc32"]  # an index from another encoder, not one whose meta.json was damaged
     (indexed / "meta.json").write_text(json.dumps(meta))
     result = run_cli("index", tmp_path / "photos", "--out", indexed, "--encoder", meta["encoder"]["spec"])
     assert result.code == 2 and "--rebuild" in result.err

@@ -1,7 +1,9 @@
 """`hystar index` and `hystar search`: thin wrappers over `hystar.index` and, for searching, the app's own
 `SearchService` (`SearchService.over_index`), so one query gives the same top-k in the app, the API and here.
 
-Options left out on a re-run (encoder, adapter, kind) are taken from the index's meta.json.
+Options left out on a re-run (encoder, adapter, kind) are taken from the index's meta.json. `hystar index --verify
+INDEX` checks an index against its checksums (`hystar.index.verify`); `hystar search` checks what opening the index
+left unchecked while the encoder loads, and searches only an intact index.
 
 `--no-adapt` embeds the *query* with the base encoder, also against a gallery indexed with an adapter: the
 adapter is a residual on the base encoder's embedding space and gallery photos were adapted by their own
@@ -29,6 +31,7 @@ from ..index import (
     KindConfig,
     build_index,
     load_named_reranker,
+    verify_index,
 )
 from ..index.sides import build_sides
 from ..rerank import RERANK_DEPTH
@@ -43,9 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Embed every image under DIR (jpg, png, webp, bmp, tiff, first frame of gif) into an "
                     "index folder. Re-running adds new or changed files, drops deleted ones, embeds nothing "
                     "else; an interrupted run resumes where it stopped. Unreadable files are skipped and "
-                    "reported.")
-    index.add_argument("dir", type=Path, help="folder of images, walked recursively")
-    index.add_argument("--out", type=Path, required=True, help="index folder (created if missing)")
+                    "reported. A damaged index (checked against its checksums) is mended: rows whose stored "
+                    "vectors are damaged are embedded again from their images.")
+    index.add_argument("dir", type=Path, nargs="?", help="folder of images, walked recursively")
+    index.add_argument("--out", type=Path, help="index folder (created if missing); required, except with --verify")
+    index.add_argument("--verify", type=Path, metavar="INDEX",
+                       help="check every file of the index folder INDEX against its checksums (and write them for "
+                            "an index that has none); exit 2 with one line naming what is damaged")
     index.add_argument("--encoder", help=f"encoder spec (default: the index's, else {DEFAULT_ENCODER})")
     index.add_argument("--adapter", type=Path, help="adapter file (default: the index's, if any)")
     index.add_argument("--kind", choices=KINDS, help="flat: exact (default, up to ~1 M images); ivfpq, hnsw: "
@@ -92,6 +99,10 @@ def _existing_meta(folder: Path) -> IndexMeta | None:
 
 
 def run_index(args: argparse.Namespace) -> int:
+    if args.verify is not None:
+        return run_verify(args)
+    if args.dir is None or args.out is None:
+        raise ValueError("the following arguments are required: DIR, --out (or --verify INDEX alone)")
     if args.engine == "ray":
         from ..index.ray_engine import require_ray
 
@@ -114,6 +125,14 @@ def run_index(args: argparse.Namespace) -> int:
         return 0
     for report in reports:
         _print_report(report)
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    if args.dir is not None or args.out is not None:
+        raise ValueError("--verify INDEX checks an index folder: give it no DIR and no --out")
+    report = verify_index(args.verify)
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.summary())
     return 0
 
 
@@ -149,12 +168,15 @@ def run_search(args: argparse.Namespace) -> int:
     if args.no_adapt and args.adapter is not None:
         raise ValueError("--no-adapt and --adapter contradict each other: pick one")
     index = GalleryIndex.load(args.index)
+    index.verify_in_background()  # while the encoder loads
     spec = args.encoder or index.meta.encoder["spec"]
     adapter = None if args.no_adapt else args.adapter or (index.meta.adapter or {}).get("path")
     encoder, identity = open_search_encoder(spec, adapter)
     index.check_query(identity, query_only=args.no_adapt)
     reranker = load_named_reranker(args.rerank, encoder.fingerprint) if args.rerank else None
     adapted = identity.adapter_fingerprint is not None
+    index.wait_verified()
+    index.require_intact()
     service = SearchService.over_index(index, encoder.base, encoder if adapted else None, reranker, args.candidates)
     query = Query(text=args.text or "", image=args.image, k=args.k, adapt=adapted, rerank=reranker is not None,
                   expand=not args.no_expand)

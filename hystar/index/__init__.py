@@ -1,6 +1,8 @@
 """Gallery indexes: a folder of images as searchable vectors, built incrementally, safe to kill at any moment.
 
 - `format`: the on-disk format (meta.json, generations, manifests), its errors, reading a committed generation.
+- `checksums`: crc32 of every file of a generation (of the vectors per block of rows), recorded in meta.json and
+              checked on reading; `verify`: `hystar index --verify`.
 - `kinds`:  FAISS kinds (flat, IVF-PQ, HNSW), their parameters, GPU transfer.
 - `search`: `GalleryIndex` and `VectorSearch` (candidates, exact re-scoring, an optional re-ranker).
 - `build`:  `build_index` (scan, hash, embed with checkpoints, commit a generation); `open_update`, the same
@@ -22,6 +24,7 @@ from .build import (
     scan_folder,
     skip_reason,
 )
+from .checksums import Checksums, GenerationCheck
 from .format import (
     FAISS_INDEX,
     FORMAT_VERSION,
@@ -42,11 +45,13 @@ from .format import (
 )
 from .kinds import KINDS, BuiltIndex, KindConfig, build_faiss, default_nlist, default_nprobe, default_pq_m
 from .search import RERANKERS, GalleryIndex, Hit, Rescorer, RowFile, SearchResult, VectorSearch, load_named_reranker
+from .verify import VerifyReport, verify_index
 
-__all__ = ["BuildConfig", "BuildReport", "BuiltIndex", "CorruptIndexError", "EncoderIdentity", "Entry",
-           "FAISS_INDEX", "FORMAT_VERSION", "FileStat", "GalleryIndex", "Hit", "IndexMeta", "IndexMismatchError",
-           "IndexNotFoundError", "IndexUpdate", "KINDS", "KindConfig", "MANIFEST", "META", "REPORT", "RERANKERS",
-           "Rescorer", "RowFile", "SKIPPED", "SearchResult", "Skipped", "VECTORS", "VectorSearch", "build_faiss",
-           "build_index", "cannot_read", "check_compatible", "default_nlist", "default_nprobe", "default_pq_m",
-           "load_named_reranker", "load_search_encoder", "open_search_encoder", "open_update", "read_generation",
-           "read_kind_config", "scan_folder", "skip_reason"]
+__all__ = ["BuildConfig", "BuildReport", "BuiltIndex", "Checksums", "CorruptIndexError", "EncoderIdentity", "Entry",
+           "FAISS_INDEX", "FORMAT_VERSION", "FileStat", "GalleryIndex", "GenerationCheck", "Hit", "IndexMeta",
+           "IndexMismatchError", "IndexNotFoundError", "IndexUpdate", "KINDS", "KindConfig", "MANIFEST", "META",
+           "REPORT", "RERANKERS", "Rescorer", "RowFile", "SKIPPED", "SearchResult", "Skipped", "VECTORS",
+           "VectorSearch", "VerifyReport", "build_faiss", "build_index", "cannot_read", "check_compatible",
+           "default_nlist", "default_nprobe", "default_pq_m", "load_named_reranker", "load_search_encoder",
+           "open_search_encoder", "open_update", "read_generation", "read_kind_config", "scan_folder", "skip_reason",
+           "verify_index"]

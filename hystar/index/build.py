@@ -2,8 +2,14 @@
 
 A run scans the folder and keeps every file whose size and mtime match a known row (committed or pending).
 Other files are hashed (sha1): known content re-uses its vector (touched, copied and moved files), the rest is
-embedded chunk by chunk, each chunk checkpointed. The run ends by writing a new generation and committing it
-by replacing meta.json. `kill -9` at any moment loses at most the chunk in flight; a re-run resumes.
+embedded chunk by chunk, each chunk checkpointed. The run ends by writing a new generation, recording the checksums
+of its files, and committing it by replacing meta.json. `kill -9` at any moment loses at most the chunk in flight;
+a re-run resumes.
+
+A run first checks the committed generation against its checksums and mends what it can: the rows of damaged
+vectors blocks are dropped and their images, where still there, embedded again; damaged FAISS files are rebuilt from
+the vectors; the files of a damaged skipped.jsonl are tried again. A damaged manifest cannot say which image a row
+is: that needs `--rebuild`.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from ..encoder import Encoder
 from ..encoder.search import EncoderIdentity
 from ..images import is_image_path
 from ..io import atomic_write_json, file_sha1, fsync_write, is_temp_name
+from .checksums import BLOCK_ROWS, Checksums, GenerationCheck
 from .format import (
     BUILD_HINT,
     FAISS_INDEX,
@@ -83,7 +90,7 @@ def scan_folder(root: Path, files: Sequence[str | os.PathLike] | None = None) ->
 
 
 @contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
+def write_lock(folder: Path) -> Iterator[None]:
     """One writer per index folder; the lock dies with its process, so kill -9 never leaves it stuck."""
     import fcntl
 
@@ -103,6 +110,7 @@ class BuildConfig:
     rebuild: bool = False        # forget the existing index (and its encoder) and embed everything again
     progress: bool = True
     prefetch: int = 64           # images decoded ahead, in a thread, while the encoder runs
+    block_rows: int = BLOCK_ROWS  # vectors rows per checksum: embedded again together when one is damaged
 
 
 @dataclass
@@ -116,6 +124,7 @@ class BuildReport:
     embedded: int = 0        # images that went through the encoder in this run
     reused: int = 0          # new paths whose content was already embedded (touched, copied, moved files)
     resumed: int = 0         # rows taken over from the checkpoints of an interrupted run
+    repaired: int = 0        # rows of damaged vectors blocks, embedded again (counted in `embedded` too)
     skipped: list[Skipped] = field(default_factory=list)
     committed: bool = False  # False: the index was already up to date
     seconds: float = 0.0
@@ -129,6 +138,8 @@ class BuildReport:
             details.append(f"{self.reused} re-used by content")
         if self.resumed:
             details.append(f"{self.resumed} resumed from an interrupted run")
+        if self.repaired:
+            details.append(f"{self.repaired} damaged rows embedded again")
         line = f"{head} ({', '.join(details)}) in {self.seconds:.1f} s"
         if self.skipped:
             line += f"; {len(self.skipped)} unreadable files skipped (listed in {self.folder / REPORT})"
@@ -158,10 +169,14 @@ class _Known:
         self.bad: dict[str, Skipped] = {}
         self.by_hash: dict[str, _Ref] = {}
 
-    def absorb(self, entries: Sequence[Entry], vectors: np.ndarray, skipped: Sequence[Skipped]) -> None:
+    def absorb(self, entries: Sequence[Entry], vectors: np.ndarray, skipped: Sequence[Skipped],
+               damaged: set[int] | frozenset[int] = frozenset()) -> None:
+        """`damaged`: rows whose vectors cannot be trusted, left out (their files are embedded again)."""
         source = len(self.sources)
         self.sources.append(vectors)
         for row, entry in enumerate(entries):
+            if row in damaged:
+                continue
             ref = _Ref(entry, source, row)
             self.rows[entry.path] = self.by_hash[entry.sha1] = ref
             self.bad.pop(entry.path, None)
@@ -261,6 +276,8 @@ class IndexUpdate:
         self.known = _Known()
         self.report = BuildReport(out, root)
         self.resumed_sources: set[int] = set()
+        self.damaged: set[str] = set()   # files of the committed generation that differ from their checksums
+        self.damaged_paths: set[str] = set()
 
     def run(self, files: Sequence[str | os.PathLike] | None) -> BuildReport:
         todo = self.start(files)
@@ -324,7 +341,19 @@ class IndexUpdate:
             return None
         meta = IndexMeta.read(self.out)
         check_compatible(self.out, meta.identity, self.identity, hint=BUILD_HINT)
-        self.known.absorb(*read_generation(self.out, meta))
+        check = GenerationCheck(self.out, meta)
+        damage = check.survey(check.names())
+        if damage and not damage.repairable:
+            raise damage.error(self.out)
+        entries, vectors, skipped = read_generation(self.out, meta, read_skipped=SKIPPED not in damage.files)
+        self.damaged = set(damage.files) | ({VECTORS} if damage.blocks else set())
+        rows = damage.rows() if damage.blocks else set()
+        self.damaged_paths = {entries[row].path for row in rows}
+        if damage:
+            rebuilt = sorted(self.damaged - {VECTORS})
+            self.log(f"{self.out} is damaged ({damage.first()}): mending it, {len(rows)} rows to embed again"
+                     + (f", {' and '.join(rebuilt)} rebuilt" if rebuilt else ""))
+        self.known.absorb(entries, vectors, skipped, rows)
         if meta.root != str(self.root):
             self.log(f"{self.out} indexed {meta.root} before; now indexing {self.root} (unchanged content is "
                      f"re-used by hash)")
@@ -386,6 +415,7 @@ class IndexUpdate:
         report.changed = sum(path in before and before[path] != sha1 for path, sha1 in after.items())
         report.removed = sum(path not in after for path in before)
         report.resumed = sum(ref.source in self.resumed_sources for ref in refs)
+        report.repaired = sum(ref.entry.path in self.damaged_paths for ref in refs)
         if previous is None or self._differs(previous, refs, skipped):
             self._commit(previous, refs, skipped)
             report.committed = True
@@ -400,7 +430,7 @@ class IndexUpdate:
 
     def _differs(self, previous: IndexMeta, refs: list[_Ref], skipped: list[Skipped]) -> bool:
         generation = self.out / previous.generation
-        return (previous.root != str(self.root)
+        return (bool(self.damaged) or previous.checksums is None or previous.root != str(self.root)
                 or previous.kind_config != self.config.kind.to_json()
                 or [r.entry for r in refs] != read_jsonl(generation / MANIFEST, Entry)
                 or skipped != read_jsonl(generation / SKIPPED, Skipped)
@@ -420,10 +450,11 @@ class IndexUpdate:
         if self.config.progress and self.config.kind.kind != "flat" and len(refs) >= 10_000:
             self.log(f"building the {self.config.kind.kind} index over {len(refs)} vectors")
         built = build_faiss(vectors, self.config.kind, trained)
-        faiss.write_index(built.index, str(generation / FAISS_INDEX))
+        _write_faiss(built.index, generation / FAISS_INDEX)
         if built.trained is not None:
-            faiss.write_index(built.trained, str(generation / TRAINED))
-        self._write_meta(previous, name, built, len(refs), len(skipped))
+            _write_faiss(built.trained, generation / TRAINED)
+        checksums = Checksums.of(generation, self.config.block_rows)  # recorded before the commit point
+        self._write_meta(previous, name, built, len(refs), len(skipped), checksums)
 
     def _write_vectors(self, path: Path, refs: list[_Ref]) -> np.ndarray:
         out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float16, shape=(len(refs), self.dim))
@@ -441,13 +472,13 @@ class IndexUpdate:
         return out
 
     def _previous_trained(self, previous: IndexMeta | None) -> faiss.Index | None:
-        if previous is None or previous.kind_config != self.config.kind.to_json():
+        if previous is None or previous.kind_config != self.config.kind.to_json() or TRAINED in self.damaged:
             return None
         path = self.out / previous.generation / TRAINED
         return faiss.read_index(str(path)) if path.is_file() else None
 
     def _write_meta(self, previous: IndexMeta | None, generation: str, built: BuiltIndex, count: int,
-                    skipped: int) -> None:
+                    skipped: int, checksums: Checksums) -> None:
         identity = self.identity
         meta = IndexMeta(
             generation=generation, root=str(self.root),
@@ -456,14 +487,20 @@ class IndexUpdate:
                      if identity.adapter_fingerprint else None),
             dim=self.dim, count=count, skipped=skipped, kind=self.config.kind.kind, built_kind=built.kind,
             kind_config=self.config.kind.to_json(), kind_params=built.params, versions=versions(),
-            created=previous.created if previous else now(), updated=now())
-        atomic_write_json(self.out / META, asdict(meta))  # the commit point
+            created=previous.created if previous else now(), updated=now(), checksums=checksums.to_json())
+        meta.write(self.out)  # the commit point
 
     def _clean_generations(self) -> None:
         current = IndexMeta.read(self.out).generation if (self.out / META).is_file() else None
         for folder in self.out.glob("gen-*"):
             if folder.name != current:
                 shutil.rmtree(folder, ignore_errors=True)
+
+
+def _write_faiss(index: faiss.Index, path: Path) -> None:
+    faiss.write_index(index, str(path))
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
 
 
 def build_index(root: str | os.PathLike, out: str | os.PathLike, encoder: Encoder,
@@ -475,7 +512,7 @@ def build_index(root: str | os.PathLike, out: str | os.PathLike, encoder: Encode
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
+    with write_lock(out):
         identity = identity or EncoderIdentity.of(encoder)
         return IndexUpdate(root, out, encoder, identity, config or BuildConfig()).run(files)
 
@@ -488,7 +525,7 @@ def open_update(root: str | os.PathLike, out: str | os.PathLike, identity: Encod
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder")
     out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
+    with write_lock(out):
         yield IndexUpdate(root, out, None, identity, config or BuildConfig(), dim)
 
 

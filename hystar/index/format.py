@@ -3,14 +3,15 @@
 An index folder holds:
 
     meta.json      the commit record (encoder and adapter fingerprints, dim, metric, kind, count, versions,
-                   the current generation); replaced atomically, so readers never see a half-written index
+                   the current generation, the checksums of its files, a crc32 of itself); replaced atomically,
+                   so readers never see a half-written index
     gen-NNNNNN/    one generation: vectors.npy (float16, row i = manifest line i, memory-mappable),
                    manifest.jsonl (relative path, size, mtime_ns, sha1), skipped.jsonl, index.faiss
                    [, trained.faiss: the trained, empty IVF-PQ index that later generations re-use]
     pending/       chunks embedded since the last commit; each chunk-NNNNNN/ appears by one atomic rename
     report.json    the last run's counts and skipped files, for people (never read back)
 
-How a run writes it: `hystar.index.build`.
+How a run writes it: `hystar.index.build`; the checksums and how they are checked: `hystar.index.checksums`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import platform
 import re
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
@@ -29,7 +31,7 @@ import numpy as np
 
 from .. import __version__
 from ..encoder.search import EncoderIdentity
-from ..io import fsync_write
+from ..io import atomic_write_json, fsync_write
 
 FORMAT_VERSION = 1
 META, PENDING, REPORT, LOCK = "meta.json", "pending", "report.json", ".lock"
@@ -47,14 +49,16 @@ class IndexNotFoundError(FileNotFoundError):
 
 
 class CorruptIndexError(ValueError):
-    """An index whose files are damaged (truncated, garbage, inconsistent); the message says how to rebuild it."""
+    """An index whose files are damaged (truncated, garbage, inconsistent, not matching their checksums); the
+    message says how to rebuild it. `repairable`: a plain `hystar index` run can mend it (the manifest is sound: the
+    damaged rows are re-embedded from their images, a damaged FAISS file is rebuilt from the vectors)."""
 
-    def __init__(self, folder: Path, detail: str):
+    def __init__(self, folder: Path, detail: str, repairable: bool = False):
         lines = str(detail).strip().splitlines() or ["unreadable"]
         detail = re.sub(r"Error in .*? at \S+:\d+: (Error: )?", "", lines[0])[:200]  # faiss's C++ location
         super().__init__(f"{folder}: the index is damaged ({detail}); rebuild it with "
                          f"`hystar index DIR --out {folder} --rebuild`")
-        self.folder = folder
+        self.folder, self.repairable = folder, repairable
 
 
 GENERATION_NAME = re.compile(r"gen-\d{6}")
@@ -112,6 +116,7 @@ class IndexMeta:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     updated: str = ""
+    checksums: dict[str, Any] | None = None   # `hystar.index.checksums.Checksums`; None: written before them
 
     @property
     def identity(self) -> EncoderIdentity:
@@ -131,6 +136,8 @@ class IndexMeta:
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as error:
             raise CorruptIndexError(folder, f"{META}: {error}") from None
+        if "crc32" in data and data.pop("crc32") != _json_crc(data):
+            raise CorruptIndexError(folder, f"{META} does not match its checksum")
         if isinstance(data.get("format"), int) and data["format"] > FORMAT_VERSION:
             raise ValueError(f"{folder} has index format {data['format']}; this hystar reads up to "
                              f"{FORMAT_VERSION}: upgrade hystar or rebuild the index")
@@ -143,6 +150,15 @@ class IndexMeta:
                 and isinstance(meta.dim, int) and isinstance(meta.encoder, dict)):
             raise CorruptIndexError(folder, f"{META}: fields of the wrong kind")
         return meta
+
+    def write(self, folder: Path) -> None:
+        """Replace meta.json atomically (the commit point), with a crc32 of its other fields."""
+        data = asdict(self)
+        atomic_write_json(folder / META, {**data, "crc32": _json_crc(data)})
+
+
+def _json_crc(data: dict[str, Any]) -> str:
+    return f"{zlib.crc32(json.dumps(data, sort_keys=True).encode()):08x}"
 
 
 def versions() -> dict[str, str]:
@@ -168,6 +184,14 @@ def check_compatible(folder: Path, built: EncoderIdentity, query: EncoderIdentit
                              f"their vectors are not comparable; {hint}")
 
 
+def read_npy_header(handle: Any) -> tuple[tuple[int, ...], np.dtype, bool]:
+    """(shape, dtype, Fortran order) of the .npy file open in `handle`, which is left where the rows start."""
+    version = np.lib.format.read_magic(handle)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(handle)
+    return shape, dtype, fortran_order
+
+
 def open_vectors(path: Path) -> np.ndarray:
     vectors = np.load(path, mmap_mode="r")
     if vectors.ndim != 2:
@@ -183,18 +207,21 @@ def faiss_readable(path: Path, count: int, dim: int) -> bool:
     return index.ntotal == count and index.d == dim
 
 
-def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndarray, list[Skipped]]:
-    """The committed rows of an index: manifest, memory-mapped vectors, skipped files; `CorruptIndexError` when
-    they are missing, unreadable or disagree with each other or with meta.json."""
+def read_generation(folder: Path, meta: IndexMeta, read_skipped: bool = True
+                    ) -> tuple[list[Entry], np.ndarray, list[Skipped]]:
+    """The committed rows of an index: manifest, memory-mapped vectors, skipped files (none without `read_skipped`:
+    a damaged skipped.jsonl, whose files are tried again); `CorruptIndexError` when they are missing, unreadable or
+    disagree with each other or with meta.json."""
     generation = folder / meta.generation
-    missing = [name for name in (MANIFEST, SKIPPED, VECTORS) if not (generation / name).is_file()]
+    needed = (MANIFEST, SKIPPED, VECTORS) if read_skipped else (MANIFEST, VECTORS)
+    missing = [name for name in needed if not (generation / name).is_file()]
     if missing:
         raise CorruptIndexError(folder, f"{meta.generation}/{missing[0]} is missing")
     current = MANIFEST
     try:
         entries = read_jsonl(generation / MANIFEST, Entry)
         current = SKIPPED
-        skipped = read_jsonl(generation / SKIPPED, Skipped)
+        skipped = read_jsonl(generation / SKIPPED, Skipped) if read_skipped else []
         current = VECTORS
         vectors = open_vectors(generation / VECTORS)
     except (OSError, ValueError, TypeError, EOFError, RuntimeError, UnicodeDecodeError) as error:
@@ -202,7 +229,8 @@ def read_generation(folder: Path, meta: IndexMeta) -> tuple[list[Entry], np.ndar
     if len(vectors) != len(entries) or vectors.shape[1] != meta.dim:
         raise CorruptIndexError(folder, f"{len(entries)} manifest rows but {len(vectors)} vectors of dimension "
                                         f"{vectors.shape[1]} (meta.json: {meta.dim})")
-    if (len(entries), len(skipped)) != (meta.count, meta.skipped):  # e.g. rows cut off at a line's end
+    counted = (len(entries), len(skipped) if read_skipped else meta.skipped)
+    if counted != (meta.count, meta.skipped):  # e.g. rows cut off at a line's end
         raise CorruptIndexError(folder, f"{meta.generation} holds {len(entries)} images and {len(skipped)} skipped "
                                         f"files; meta.json says {meta.count} and {meta.skipped}")
     return entries, vectors, skipped

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +17,7 @@ import numpy as np
 
 from ..encoder.search import EncoderIdentity
 from ..ranking import QueryExpansion, keep_first, padded_top_k
+from .checksums import GenerationCheck
 from .format import (
     FAISS_INDEX,
     VECTORS,
@@ -24,10 +27,21 @@ from .format import (
     Skipped,
     check_compatible,
     read_generation,
+    read_npy_header,
 )
 from .kinds import BuiltIndex, gpu_available, to_gpu
 
 RERANKERS = ("quari",)
+_warned: set[Path] = set()
+
+
+def _warn_unchecked(folder: Path) -> None:
+    """Once per folder: an index written before checksums cannot tell damage from data."""
+    folder = Path(os.path.abspath(folder))
+    if folder not in _warned:
+        _warned.add(folder)
+        warnings.warn(f"{folder} has no checksums (written by an older hystar): damage in it cannot be detected; "
+                      f"`hystar index --verify {folder}` adds them", stacklevel=4)
 
 
 class Rescorer(Protocol):
@@ -72,10 +86,7 @@ class RowFile:
 
     def __init__(self, path: str | os.PathLike):
         self._file = open(path, "rb")  # lives as long as the searcher
-        version = np.lib.format.read_magic(self._file)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran_order, self.dtype = read_header(self._file)
+        shape, self.dtype, fortran_order = read_npy_header(self._file)
         if len(shape) != 2 or fortran_order:
             raise ValueError(f"{path}: expected a C-ordered 2-d array, found shape {shape}")
         self.shape, self.offset = shape, self._file.tell()
@@ -213,14 +224,23 @@ class ExpandedPool:
 
 
 class GalleryIndex:
-    """A committed index, read-only: vectors memory-mapped, FAISS index in memory (on a GPU when present)."""
+    """A committed index, read-only: vectors memory-mapped, FAISS index in memory (on a GPU when present).
+
+    Opening it checks its small files against their checksums (`GenerationCheck.split`); `verify` checks the rest
+    (the app runs it in the background: `verify_in_background`). Once a check has failed the index refuses to search:
+    `search` raises the `CorruptIndexError` that `damage` holds."""
 
     def __init__(self, folder: Path, meta: IndexMeta, entries: list[Entry], skipped: list[Skipped],
-                 vectors: np.ndarray, index: faiss.Index, gpu: bool | None = None):
+                 vectors: np.ndarray, index: faiss.Index, gpu: bool | None = None,
+                 check: GenerationCheck | None = None, unverified: Sequence[str] = ()):
         self.folder, self.meta, self.entries, self.skipped = folder, meta, entries, skipped
         self.vectors, self.index = vectors, index
         self.searcher = VectorSearch(vectors, index, meta.built_kind, meta.kind_params, gpu,
                                      row_file=folder / meta.generation / VECTORS)
+        self._check, self._unverified = check, list(unverified)
+        self._damage: CorruptIndexError | None = None
+        self._verify_lock, self._start_lock = threading.Lock(), threading.Lock()
+        self._verifier: threading.Thread | None = None
 
     @classmethod
     def load(cls, folder: str | os.PathLike, gpu: bool | None = None) -> GalleryIndex:
@@ -236,6 +256,11 @@ class GalleryIndex:
 
     @classmethod
     def _open(cls, folder: Path, meta: IndexMeta, gpu: bool | None) -> GalleryIndex:
+        check = GenerationCheck(folder, meta)
+        now, later = check.split()
+        check.require(now)
+        if not check.recorded:
+            _warn_unchecked(folder)
         entries, vectors, skipped = read_generation(folder, meta)
         try:
             index = faiss.read_index(str(folder / meta.generation / FAISS_INDEX))
@@ -244,7 +269,64 @@ class GalleryIndex:
         if index.ntotal != len(entries) or index.d != meta.dim:
             raise CorruptIndexError(folder, f"{len(entries)} manifest rows but {index.ntotal} indexed vectors of "
                                             f"dimension {index.d}")
-        return cls(folder, meta, entries, skipped, vectors, index, gpu)
+        return cls(folder, meta, entries, skipped, vectors, index, gpu, check, later)
+
+    # -- checksums ----------------------------------------------------------------------------------
+
+    @property
+    def damage(self) -> CorruptIndexError | None:
+        """What a check of its checksums found wrong; None while none has failed."""
+        return self._damage
+
+    @property
+    def verified(self) -> bool:
+        """Every file has been checked against its checksums (or it has none to check)."""
+        return not self._unverified
+
+    def verify(self) -> None:
+        """Check the files that opening it left unchecked (the vectors of a big gallery); `CorruptIndexError` naming
+        the file and the first damaged rows when one differs, and the index refuses to search from then on."""
+        with self._verify_lock:
+            if self._unverified and self._damage is None:
+                try:
+                    self._check.require(self._unverified)
+                except CorruptIndexError as error:
+                    if not self._superseded():
+                        self._damage = error
+            self._unverified = []
+        self.require_intact()
+
+    def verify_in_background(self) -> threading.Thread:
+        """`verify` in a daemon thread at the lowest CPU priority (started once); `damage` says what it found."""
+        with self._start_lock:
+            if self._verifier is None:
+                self._verifier = threading.Thread(target=self._verify_quietly, name=f"verify {self.folder.name}",
+                                                  daemon=True)
+                self._verifier.start()
+            return self._verifier
+
+    def wait_verified(self, timeout: float | None = None) -> bool:
+        """Wait for `verify_in_background` (started here if it was not); True once every file is checked."""
+        self.verify_in_background().join(timeout)
+        return self.verified
+
+    def require_intact(self) -> None:
+        if self._damage is not None:
+            raise self._damage.with_traceback(None)
+
+    def _verify_quietly(self) -> None:
+        with contextlib.suppress(AttributeError, OSError):  # Linux: this thread only
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        with contextlib.suppress(CorruptIndexError):  # kept in `damage`
+            self.verify()
+
+    def _superseded(self) -> bool:
+        """A writer committed another generation (and removed ours) since it was opened: its files are gone, not
+        damaged; what it serves came from them before."""
+        try:
+            return IndexMeta.read(self.folder).generation != self.meta.generation
+        except (OSError, ValueError):
+            return False
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -277,10 +359,13 @@ class GalleryIndex:
 
     def search(self, queries: np.ndarray, k: int = 10, reranker: Rescorer | None = None,
                candidates: int = 100, expansion: QueryExpansion | None = None) -> SearchResult:
-        """See `VectorSearch.search`; rows index `entries` (and `vectors`)."""
+        """See `VectorSearch.search`; rows index `entries` (and `vectors`). `CorruptIndexError` once a check of
+        its checksums has failed."""
+        self.require_intact()
         return self.searcher.search(queries, k, reranker, candidates, expansion)
 
     def hits(self, result: SearchResult, query: int = 0) -> list[Hit]:
+        self.require_intact()
         pairs = zip(result.scores[query], result.rows[query], strict=True)
         return [Hit(rank + 1, float(score), int(row), self.path(int(row)), self.entries[int(row)].path)
                 for rank, (score, row) in enumerate(pairs) if row >= 0]
