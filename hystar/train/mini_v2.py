@@ -8,7 +8,8 @@ token's thumbnail projection (both read the thumbnail: the colour layout a low-r
 transformer blocks are trained.
 Lineage: ImageNet stages + v1's head -> v2.0 (4 epochs, no thumbnail; `assets/hystar-mini-v2.0`) -> v2.2 (this
 trainer's default start: v2.0 with zero thumbnail weights, so it starts embedding exactly as v2.0; no sketch batch)
--> v2.3 (`--start-from` v2.2, with the sketch batch) -> v2.4 (4 more, caption weight 1.5). v2.1 (tokens read the
+-> v2.3 (`--start-from` v2.2, with the sketch batch) -> v2.4 (4 more, caption weight 1.5) -> v3 (from v2.4, the
+trainer's default start now: the shipped model, with Quick, Draw! doodles, `--doodle-batch`). v2.1 (tokens read the
 thumbnail, no class-token path, no low-res loss; 5 epochs) is in git history only.
 
 BatchNorm in the trained stages runs in eval mode: the ImageNet running statistics are frozen, the affine scale and
@@ -27,6 +28,9 @@ batch such a photo draws one of a dozen or more renderings, so a given sketch wo
 the class-prompt cross-entropy over the seen classes on photos, renderings and category views, and, as in
 `hystar.train.mini`, what keeps text -> image and zero-shot working: on photos the KL and cosine distillation of the
 ImageNet classifier's prompts, and the InfoNCE of COCO-mini train photos against one of their captions.
+v3 adds a doodle batch (`hystar.train.doodle_set`): train doodles drawn on the canvas, each against "a drawing of a
+{category}" over the trainable Quick, Draw! categories, in the class loss where they depict a trained class, and then
+against a photo of that class (InfoNCE, photos of the same class not negatives).
 Checkpoints: one per epoch under `out` (`hystar train-mini-v2 --out`, default runs/mini-v2, gitignored), resumed
 from the latest.
 """
