@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
 from .images import MAX_BYTES, ImageError
 from .io import temp_path
 from .paths import EXAMPLES_DIR
 from .service import MAX_K, GalleryIndexingError, OnlineStatus, Query, QueryError, Result, SearchResponse, SearchService
+from .ui_canvas import BRUSH_JS, CANVAS_ID, CLEAR_CANVAS_JS, blank_canvas
 from .views import DELTA_HELP, delta_figure, umap_figure
 
 log = logging.getLogger(__name__)
@@ -165,10 +165,6 @@ def umap_view(service: SearchService, response: SearchResponse | None) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- handlers
-
-def blank_canvas(size: int) -> dict[str, Any]:
-    return {"background": Image.new("RGB", (size, size), "white"), "layers": [], "composite": None}
-
 
 class QueryFiles:
     """Where a query image may come from: gradio's upload folder, the results the app has shown (a click on one
@@ -313,12 +309,13 @@ def _warn(message: str) -> tuple:
     return (f"⚠ {message}",) + (gr.skip(),) * 6
 
 
-def make_select(side: str, canvas: int):
+def make_select(side: str):
+    """A click on a result: it becomes the query image (the canvas is cleared in the page, `CLEAR_CANVAS_JS`)."""
     def select(paths: dict[str, list[str]], event: gr.SelectData):
         chosen = (paths or {}).get(side, [])
         if event.index is None or not 0 <= int(event.index) < len(chosen):
-            return (gr.skip(),) * 4
-        return blank_canvas(canvas), chosen[int(event.index)], "", ""
+            return (gr.skip(),) * 3
+        return chosen[int(event.index)], "", ""
 
     return select
 
@@ -331,20 +328,20 @@ def example_files(folder: Path) -> list[tuple[str, str]]:
     return files
 
 
-def make_example_select(examples: list[tuple[str, str]], canvas: int):
+def make_example_select(examples: list[tuple[str, str]]):
+    """A click on an example: it becomes the query image (sketches too: an uploaded line drawing is prepared as a
+    drawing), the canvas cleared in the page."""
     def select(event: gr.SelectData):
-        path = examples[int(event.index)][0]
-        if Path(path).name.startswith("sketch_"):  # onto the canvas, to draw on
-            return {"background": path, "layers": [], "composite": path}, None, "", ""
-        return blank_canvas(canvas), path, "", ""
+        return examples[int(event.index)][0], "", ""
 
     return select
 
 
-def make_clear(service: SearchService, canvas: int):
+def make_clear(service: SearchService):
+    """Everything but the canvas, which the page clears itself (`CLEAR_CANVAS_JS`)."""
     def run():
-        return (blank_canvas(canvas), None, "", "", "Draw, upload or type, then **Search**.", [], [],
-                delta_view(service, None), umap_view(service, None), None, {"base": [], "adapted": []})
+        return (None, "", "", "Draw, upload or type, then **Search**.", [], [], delta_view(service, None),
+                umap_view(service, None), None, {"base": [], "adapted": []})
 
     return run
 
@@ -408,7 +405,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     value=blank_canvas(config.canvas), label="sketch", type="pil", image_mode="RGB",
                     canvas_size=(config.canvas, config.canvas), fixed_canvas=True, layers=False, transforms=(),
                     brush=gr.Brush(default_size=config.brush, colors=["#000000"], color_mode="fixed"),
-                    height=config.canvas + 40, elem_id="sketch")
+                    height=config.canvas + 40, elem_id=CANVAS_ID)
                 sketch_weight = gr.Slider(0, 2, 1.0, step=0.1, label="sketch weight")
                 image = gr.Image(label="image: a painting, a photo, a low-res shot", type="filepath",
                                       sources=["upload", "clipboard"], height=220, elem_id="upload")
@@ -472,18 +469,22 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                   rerank, k, online, expand]  # the newest last: callers of the API from before still work
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
         search = make_search(service, results, QueryFiles.of_app(results, examples))
-        new_query = [sketch, image, text, negative]
+        new_query = [image, text, negative]
         # Uploads reach `search` undecoded (preprocess=False): `hystar.images.open_image` judges every file
         # (corrupt, huge, odd modes) and says what is wrong in one line; gradio's own decoding would not.
         searching = dict(fn=search, inputs=inputs, outputs=outputs, preprocess=False)
         search_button.click(**searching, api_name="search")
         text.submit(**searching, api_visibility="private")
+        # The canvas is never set from the server: the editor then re-uploads its layers in a loop and ignores
+        # strokes (gradio 6.3); the page clears it with its own trash button and picks the brush again.
         for gallery, side in ((base_gallery, "base"), (adapted_gallery, "adapted")):
-            gallery.select(make_select(side, config.canvas), [paths], new_query, api_visibility="private") \
+            gallery.select(make_select(side), [paths], new_query, js=CLEAR_CANVAS_JS, api_visibility="private") \
                 .then(**searching, api_visibility="private")
-        example_gallery.select(make_example_select(examples, config.canvas), None, new_query,
+        example_gallery.select(make_example_select(examples), None, new_query, js=CLEAR_CANVAS_JS,
                                api_visibility="private").then(**searching, api_visibility="private")
-        clear_button.click(make_clear(service, config.canvas), None, new_query + outputs, api_visibility="private")
+        clear_button.click(make_clear(service), None, new_query + outputs, js=CLEAR_CANVAS_JS,
+                           api_visibility="private")
+        sketch.clear(None, None, None, js=BRUSH_JS, api_visibility="private")  # its trash icon: the brush stays
         reset_button.click(make_reset_online(service), None, status, api_name="reset_online")
         add_button.click(make_add(service, config.title), [add_files], [add_status, title, add_files, umap_plot],
                          api_name="add_photos")
