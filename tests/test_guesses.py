@@ -78,7 +78,7 @@ def test_a_guess_is_a_softmax_over_the_vocabulary_most_likely_first_and_the_name
 
 
 @needs_data
-def test_a_sketch_reads_as_three_of_the_gallerys_classes_and_a_text_query_as_nothing(service):
+def test_a_sketch_reads_as_three_of_the_gallerys_classes_and_a_text_query_as_nothing(service):  # noqa: F811
     response = service.search(Query(sketch=Image.open(EXAMPLES / "sketch_giraffe.png"), k=6))
     assert response.vocabulary == GALLERY and len(response.guesses) == 3
     assert {g.name for g in response.guesses} <= set(CLASSES)
@@ -91,7 +91,7 @@ def test_a_sketch_reads_as_three_of_the_gallerys_classes_and_a_text_query_as_not
 
 
 @needs_data
-def test_guesses_reuse_the_search_embedding_no_second_image_encode(service, monkeypatch):
+def test_guesses_reuse_the_search_embedding_no_second_image_encode(service, monkeypatch):  # noqa: F811
     trunk, seen = service.encoder.visual.trunk, []
     monkeypatch.setattr(service.encoder.visual, "trunk", lambda pixels: seen.append(len(pixels)) or trunk(pixels))
     response = service.search(Query(sketch=Image.open(EXAMPLES / "sketch_house.png"), k=3), place=False)
@@ -100,7 +100,7 @@ def test_guesses_reuse_the_search_embedding_no_second_image_encode(service, monk
 
 
 @needs_data
-def test_a_guess_clicked_into_the_text_finds_that_class(service):
+def test_a_guess_clicked_into_the_text_finds_that_class(service):  # noqa: F811
     sketch = Image.open(EXAMPLES / "sketch_guitar.png")
     first = service.search(Query(sketch=sketch, k=6))
     names = [g.name for g in first.guesses]
