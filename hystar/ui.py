@@ -54,7 +54,6 @@ CSS = """
 #examples .caption-label { font-size: 0.75em; }
 #base-results .caption-label, #adapted-results .caption-label {
   white-space: normal; overflow: visible; text-overflow: clip; font-size: 0.75em; line-height: 1.15; }
-#guesses { align-items: center; }
 """
 
 
@@ -433,10 +432,11 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     adapted_gallery = gr.Gallery(label="Hystar (style-adapted)", columns=SIDE_BY_SIDE, height=520,
                                                  allow_preview=False, visible=service.can_adapt,
                                                  elem_id="adapted-results")
-                with gr.Row(elem_id="guesses"):
+                with gr.Column(elem_id="guesses"):
                     guess_text = gr.Markdown(visible=False, elem_id="guess-line")
-                    guess_buttons = [gr.Button(visible=False, size="sm", min_width=80, elem_id=f"guess-{number}")
-                                     for number in range(GUESS_BUTTONS)]
+                    with gr.Row():
+                        guess_buttons = [gr.Button(visible=False, size="sm", min_width=80, elem_id=f"guess-{number}")
+                                         for number in range(GUESS_BUTTONS)]
                 guessed = gr.State([])
                 with gr.Row():
                     with gr.Column():

@@ -336,8 +336,10 @@ def _bounds(coords: np.ndarray, extra: Sequence[tuple[float, float]] = ()) -> tu
     return [float(low[0] - pad[0]), float(high[0] + pad[0])], [float(low[1] - pad[1]), float(high[1] + pad[1])]
 
 
-def _named_classes(projection: UmapMap, near: tuple[float, float] | None, count: int) -> list[tuple[str, float, float]]:
-    """(class, x, y) at the middle of each class's dots: the `count` classes nearest `near`, else the largest."""
+def _named_classes(projection: UmapMap, near: tuple[float, float] | None, count: int,
+                   keep_clear: Sequence[tuple[float, float]] = ()) -> list[tuple[str, float, float]]:
+    """(class, x, y) at the middle of each class's dots: the `count` classes nearest `near`, else the largest; none
+    where its name would sit on another's or on the query's markers (`keep_clear`)."""
     classes = np.asarray(projection.classes)
     middles = []
     for name in sorted(set(projection.classes) - {""}):
@@ -348,7 +350,18 @@ def _named_classes(projection: UmapMap, near: tuple[float, float] | None, count:
         middles.sort(key=lambda m: (m[1] - near[0]) ** 2 + (m[2] - near[1]) ** 2)
     else:
         middles.sort(key=lambda m: -m[3])
-    return [(name, x, y) for name, x, y, _ in middles[:count]]
+    width, height = np.ptp(projection.coords, axis=0) + 1e-9
+    taken = [(x, y, 0.07) for x, y in keep_clear]   # (x, y, half-width as a share of the map's width)
+    named = []
+    for name, x, y, _ in middles:
+        half = 0.008 * len(display_name(name)) + 0.02
+        if any(abs(x - tx) / width < half + other and abs(y - ty) / height < 0.05 for tx, ty, other in taken):
+            continue
+        named.append((name, x, y))
+        taken.append((x, y, half))
+        if len(named) == count:
+            break
+    return named
 
 
 def umap_figure(projection: UmapMap | None, placement: Placement | None = None, note: str = "") -> go.Figure:
@@ -374,11 +387,11 @@ def umap_figure(projection: UmapMap | None, placement: Placement | None = None, 
     x_range, y_range = _bounds(projection.coords, points)
     if not with_legend:
         near = None if placement is None else (placement.adapted or placement.base)
-        for name, x, y in _named_classes(projection, near, NAMED_CLASSES):
+        for name, x, y in _named_classes(projection, near, NAMED_CLASSES, points):
             fig.add_annotation(x=x, y=y, text=display_name(name), showarrow=False, font=dict(size=10, color="#333"),
                                bgcolor="rgba(255,255,255,0.7)")
     if placement is not None:
-        _add_query(fig, placement, max(x_range[1] - x_range[0], y_range[1] - y_range[0]))
+        _add_query(fig, placement, x_range, y_range)
     count = len(set(projection.classes) - {""})
     subtitle = "" if with_legend else f"<br><sup>{count} classes by colour: hover a dot for its class</sup>"
     fig.update_layout(height=FIGURE_HEIGHT, margin=dict(l=10, r=10, t=50 if subtitle else 40, b=10),
@@ -391,25 +404,42 @@ def umap_figure(projection: UmapMap | None, placement: Placement | None = None, 
     return fig
 
 
-def _add_query(fig: go.Figure, placement: Placement, size: float) -> None:
-    """Both query markers (in no legend: each is named beside it), and the arrow when they are apart."""
+def _label_side(x: float, prefer_left: bool, x_range: Sequence[float]) -> bool:
+    """Whether a label goes left of its marker: as preferred, unless that side's edge is too near to hold it."""
+    share = (x - x_range[0]) / (x_range[1] - x_range[0])
+    if prefer_left and share < 0.3:
+        return False
+    if not prefer_left and share > 0.7:
+        return True
+    return prefer_left
+
+
+def _add_query(fig: go.Figure, placement: Placement, x_range: Sequence[float], y_range: Sequence[float]) -> None:
+    """Both query markers (in no legend: each is named beside it, inside the panel), and the arrow when they are
+    apart; when they are not, one label says so."""
     bx, by = placement.base
     label = dict(showarrow=False, font=dict(size=12, color="#222"), bgcolor="rgba(255,255,255,0.85)")
+
+    def name(x: float, y: float, text: str, left: bool, up: bool) -> None:
+        fig.add_annotation(x=x, y=y, text=text, xanchor="right" if left else "left", xshift=-12 if left else 12,
+                           yshift=12 if up else -12, **label)
+
     fig.add_trace(go.Scatter(x=[bx], y=[by], mode="markers", name=UMAP_BASE, showlegend=False, hoverinfo="name",
                              marker=dict(size=15, symbol="circle-open", color="#222", line=dict(width=3))))
     if placement.adapted is None:
-        fig.add_annotation(x=bx, y=by, text="your query", yshift=-20, **label)
+        name(bx, by, "your query", _label_side(bx, False, x_range), False)
         return
     ax, ay = placement.adapted
     fig.add_trace(go.Scatter(x=[ax], y=[ay], mode="markers", name=UMAP_ADAPTED, showlegend=False, hoverinfo="name",
                              marker=dict(size=17, symbol="star", color="#d62728", line=dict(width=1, color="#222"))))
-    apart = float(np.hypot(ax - bx, ay - by)) > SAME_PLACE * size
-    left = bx <= ax  # each label on the far side of its marker from the other
-    fig.add_annotation(x=bx, y=by, text="base", xanchor="right" if left else "left", xshift=-12 if left else 12,
-                       yshift=-12, **label)
-    fig.add_annotation(x=ax, y=ay, text="Hystar" if apart else "Hystar: about the same place (no visible shift)",
-                       xanchor="left" if left else "right", xshift=12 if left else -12, yshift=12, **label)
-    if apart:
-        fig.add_annotation(x=ax, y=ay, ax=bx, ay=by, xref="x", yref="y", axref="x", ayref="y", text="",
-                           showarrow=True, arrowhead=3, arrowsize=1.6, arrowwidth=2.5, arrowcolor="#d62728",
-                           standoff=9, startstandoff=8)
+    size = max(x_range[1] - x_range[0], y_range[1] - y_range[0])
+    if float(np.hypot(ax - bx, ay - by)) <= SAME_PLACE * size:
+        name(ax, ay, "base and Hystar: about the same place<br>(no visible shift)", _label_side(ax, False, x_range),
+             True)
+        return
+    left = bx <= ax  # each label on the far side of its marker from the other, unless an edge is in the way
+    name(bx, by, "base", _label_side(bx, left, x_range), by > ay)
+    name(ax, ay, "Hystar", _label_side(ax, not left, x_range), ay >= by)
+    fig.add_annotation(x=ax, y=ay, ax=bx, ay=by, xref="x", yref="y", axref="x", ayref="y", text="",
+                       showarrow=True, arrowhead=3, arrowsize=1.6, arrowwidth=2.5, arrowcolor="#d62728",
+                       standoff=9, startstandoff=8)
