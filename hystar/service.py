@@ -397,6 +397,8 @@ class SearchService:
     @property
     def umap_waiting_note(self) -> str:
         """What the page says while there is no map to show."""
+        if self.config.umap is None:
+            return "the UMAP view is off (--no-umap)"
         if not self.ready:
             return "the UMAP view appears once the gallery is indexed"
         state = self.umap_state

@@ -351,7 +351,7 @@ def _named_classes(projection: UmapMap, near: tuple[float, float] | None, count:
     else:
         middles.sort(key=lambda m: -m[3])
     width, height = np.ptp(projection.coords, axis=0) + 1e-9
-    taken = [(x, y, 0.07) for x, y in keep_clear]   # (x, y, half-width as a share of the map's width)
+    taken = [(x, y, 0.07 if i < 2 else 0.25) for i, (x, y) in enumerate(keep_clear)]  # (x, y, half-width share)
     named = []
     for name, x, y, _ in middles:
         half = 0.008 * len(display_name(name)) + 0.02
@@ -387,7 +387,12 @@ def umap_figure(projection: UmapMap | None, placement: Placement | None = None, 
     x_range, y_range = _bounds(projection.coords, points)
     if not with_legend:
         near = None if placement is None else (placement.adapted or placement.base)
-        for name, x, y in _named_classes(projection, near, NAMED_CLASSES, points):
+        clear = list(points)
+        if placement is not None and placement.adapted is not None and not _apart(placement, x_range, y_range):
+            left = _label_side(placement.adapted[0], False, x_range)  # the two-line label beside the markers
+            shift = (-0.25 if left else 0.25) * (x_range[1] - x_range[0])
+            clear += [(placement.adapted[0] + shift, placement.adapted[1] + 0.04 * (y_range[1] - y_range[0]))] * 2
+        for name, x, y in _named_classes(projection, near, NAMED_CLASSES, clear):
             fig.add_annotation(x=x, y=y, text=display_name(name), showarrow=False, font=dict(size=10, color="#333"),
                                bgcolor="rgba(255,255,255,0.7)")
     if placement is not None:
@@ -402,6 +407,13 @@ def umap_figure(projection: UmapMap | None, placement: Placement | None = None, 
     if note:
         _annotate(fig, note)
     return fig
+
+
+def _apart(placement: Placement, x_range: Sequence[float], y_range: Sequence[float]) -> bool:
+    """Whether base and adapted are far enough apart on the map for an arrow to show."""
+    size = max(x_range[1] - x_range[0], y_range[1] - y_range[0])
+    (bx, by), (ax, ay) = placement.base, placement.adapted
+    return float(np.hypot(ax - bx, ay - by)) > SAME_PLACE * size
 
 
 def _label_side(x: float, prefer_left: bool, x_range: Sequence[float]) -> bool:
@@ -432,8 +444,7 @@ def _add_query(fig: go.Figure, placement: Placement, x_range: Sequence[float], y
     ax, ay = placement.adapted
     fig.add_trace(go.Scatter(x=[ax], y=[ay], mode="markers", name=UMAP_ADAPTED, showlegend=False, hoverinfo="name",
                              marker=dict(size=17, symbol="star", color="#d62728", line=dict(width=1, color="#222"))))
-    size = max(x_range[1] - x_range[0], y_range[1] - y_range[0])
-    if float(np.hypot(ax - bx, ay - by)) <= SAME_PLACE * size:
+    if not _apart(placement, x_range, y_range):
         name(ax, ay, "base and Hystar: about the same place<br>(no visible shift)", _label_side(ax, False, x_range),
              True)
         return

@@ -130,6 +130,38 @@ def test_the_canvas_trash_icon_leaves_the_brush_ready(fresh_page):
     assert "for sketch" in search_and_wait(page)
 
 
+UMAP_FILL = """() => {
+    const area = document.querySelector('#umap-plot .nsewdrag').getBoundingClientRect();
+    const dots = [...document.querySelectorAll('#umap-plot .scatterlayer .point')].map(d => d.getBoundingClientRect());
+    const w = Math.max(...dots.map(b => b.right)) - Math.min(...dots.map(b => b.left));
+    const h = Math.max(...dots.map(b => b.bottom)) - Math.min(...dots.map(b => b.top));
+    return Math.min(w / area.width, h / area.height);
+}"""
+
+
+def test_after_a_search_the_umap_view_still_fills_its_panel_and_a_guess_click_searches_again(fresh_page):
+    page = fresh_page
+    page.wait_for_selector("#umap-plot .scatterlayer .point", timeout=30_000)
+    before = page.evaluate(UMAP_FILL)
+    draw(page, [HOUSE, DOOR])
+    assert "for sketch" in search_and_wait(page)
+    page.wait_for_timeout(1500)
+    after = page.evaluate(UMAP_FILL)
+    assert after > 0.8 and after > before - 0.05, (before, after)  # not shrunk into a corner
+    line = page.locator("#guess-line").inner_text()
+    assert line.startswith("Reads as (a guess") and "%" in line
+    button = page.locator("#guess-1")
+    name = button.inner_text().strip().removeprefix("+ ").rsplit(" (", 1)[0]
+    before = page.locator("#status").inner_text().splitlines()[0]
+    button.click()
+    page.wait_for_function("(before) => { const line = document.querySelector('#status').innerText.split('\\n')[0];"
+                           " return line !== before && /results|⚠/.test(line); }", arg=before, timeout=60_000)
+    assert "for sketch + text" in page.locator("#status").inner_text()
+    assert page.get_by_label("text", exact=True).input_value() == name
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-guess-clicked.png"), full_page=True)
+
+
 def test_one_click_on_an_example_searches_with_it(page):
     page.locator("#examples img").nth(3).click()  # the first painting
     page.wait_for_function("document.querySelector('#status').innerText.includes('for image')", timeout=60_000)
@@ -177,6 +209,7 @@ def test_a_sketch_while_the_gallery_is_indexed_says_indexing_then_gets_results(b
     page.wait_for_selector("#sketch canvas", timeout=30_000)
     page.wait_for_function("document.querySelector('#indexing').innerText.includes('indexing')",
                            timeout=30_000)  # the progress line, refreshed by the page's timer
+    assert "offered once the gallery is indexed" in page.locator("#rerank").inner_text()  # not "unavailable"
     draw(page, [HOUSE, DOOR])
     page.locator("#search").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('%')", timeout=60_000)

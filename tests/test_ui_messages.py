@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def indexing_service(tmp_path) -> SearchService:
     """A service whose gallery is still being indexed (as app.py's, the first minutes of a first start)."""
-    return SearchService(tiny_encoder(), None, config=ServiceConfig(encoder="tiny", gallery=tmp_path, umap=None))
+    return SearchService(tiny_encoder(), None, config=ServiceConfig(encoder="tiny", gallery=tmp_path))
 
 
 def test_while_indexing_rerank_and_the_umap_view_are_offered_later_not_unavailable(tmp_path):
