@@ -117,8 +117,9 @@ def run_guesses(args: argparse.Namespace) -> int:
         if not dataset.select(style="sketch", split=args.split):
             print(f"hystar eval: {name} has no sketches in its {args.split} split; skipped")
             continue
-        results[name] = sketch_guesses(models, base, dataset, split=args.split)
-        sections.append(f"### {name} ({args.split} sketches)\n\n{guesses_table(results[name], name)}")
+        results[dataset.name] = sketch_guesses(models, base, dataset, split=args.split)
+        sections.append(f"### {dataset.name} ({args.split} sketches)\n\n"
+                        f"{guesses_table(results[dataset.name], dataset.name)}")
     text = (f"Command: `hystar {' '.join(args.argv)}`\n\nThe app's \"reads as\" guesses (`hystar.guesses`): the "
             f"text tower's zero-shot names for the sketch, as the app prepares it.\n\n" + "\n\n".join(sections) + "\n")
     print(text)
