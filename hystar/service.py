@@ -519,12 +519,20 @@ class SearchService:
     def _warm_guesses(self, space: Space) -> None:
         """The vocabulary's embeddings, once the gallery is known (a second or two), so no search waits for them."""
         if self.config.guesses is not None:
-            self._guesser(space)
+            try:
+                self._guesser(space)
+            except Exception:  # noqa: BLE001 - the guesses are a view: searching works without them
+                log.exception("the guesses' vocabulary could not be embedded")
 
     def _guess(self, response: SearchResponse, images: np.ndarray | None, space: Space) -> None:
+        """What the image part reads as, into `response` (nothing without images, or when it cannot be had)."""
         if images is None or self.config.guesses is None:
             return
-        guesser = self._guesser(space)
+        try:
+            guesser = self._guesser(space)
+        except Exception:  # noqa: BLE001 - the guesses are a view: the search stands without them
+            log.exception("no guesses: the vocabulary could not be embedded")
+            return
         response.guesses = guesser.guess(images)
         response.vocabulary = guesser.vocabulary.source
 
