@@ -234,7 +234,6 @@ class SearchService:
         try:
             torch.set_num_threads(config.index_threads or os.cpu_count() or 1)
             base, adapted = self._load_spaces(gallery, refresh=False, on_progress=self.indexing.update)
-            self._warm_guesses(base)
         except Exception as error:  # noqa: BLE001 - the page and searches say it; the log has the traceback
             if not background:
                 raise
@@ -248,6 +247,7 @@ class SearchService:
         with self._lock:
             self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
         self.indexing.finish(len(base.index))
+        threading.Thread(target=self._warm_guesses, args=(base,), name="hystar-guesses", daemon=True).start()
 
     def _load_spaces(self, gallery: Path | None, refresh: bool, on_progress: Progress | None
                      ) -> tuple[Space, Space | None]:
@@ -517,7 +517,8 @@ class SearchService:
                                   lambda texts: self._gpu.query("_embed_texts", texts))
 
     def _warm_guesses(self, space: Space) -> None:
-        """The vocabulary's embeddings, once the gallery is known (a second or two), so no search waits for them."""
+        """The vocabulary's embeddings, once the gallery is ready (a second or two, in the background): the first
+        search does not wait for them, or waits for what is left."""
         if self.config.guesses is not None:
             try:
                 self._guesser(space)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future
 
 from .views import UmapConfig, UmapMap, compile_map, fit_and_cache_umap, umap_cache_path, umap_key
@@ -23,6 +24,7 @@ class UmapJob:
         self.failure = ""
 
         def run() -> None:
+            started = time.perf_counter()
             try:
                 cached = UmapMap.load(cache, key)
                 if cached is not None:
@@ -30,6 +32,8 @@ class UmapJob:
                 else:
                     self.state = "fitting"
                     result = fit_and_cache_umap(vectors, classes, cache, key, config)
+                log.info("UMAP view ready in %.1f s (%s)", time.perf_counter() - started,
+                         "loaded from its cache" if cached is not None else "fitted")
                 self.state = "ready"
                 self.future.set_result(result)
             except BaseException as error:  # noqa: BLE001 - handed to whoever asks for the map

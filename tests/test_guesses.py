@@ -10,7 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from test_app import CLASSES, EXAMPLES, app_dir, app_gallery, labels, needs_data, service, test_adapter  # noqa: F401
+from test_app import (  # noqa: F401 - fixtures
+    CLASSES,
+    EXAMPLES,
+    app_dir,
+    app_gallery,
+    app_url,
+    ask,
+    client,
+    labels,
+    needs_data,
+    service,
+    test_adapter,
+)
 
 from hystar.guesses import (
     GALLERY,
@@ -111,3 +123,14 @@ def test_a_guess_clicked_into_the_text_finds_that_class(service):  # noqa: F811
         assert labels(again.adapted).count(name) >= 4, (name, labels(again.adapted))
     assert make_pick(0)(names, f"a photo, {names[0]}") == f"a photo, {names[0]}"  # twice: added once
     assert make_pick(1)(names, "a photo") == f"a photo, {names[1]}"
+
+
+@needs_data
+def test_the_api_returns_the_guesses_in_the_details(client):  # noqa: F811
+    from gradio_client import handle_file
+
+    sketch = str(EXAMPLES / "sketch_giraffe.png")
+    info = ask(client, sketch={"background": handle_file(sketch), "layers": [], "composite": handle_file(sketch)})[5]
+    assert info["guess_vocabulary"] == GALLERY and len(info["guesses"]) == 3
+    assert {g["name"] for g in info["guesses"]} <= set(CLASSES) and 0 < info["guesses"][0]["probability"] <= 1
+    assert ask(client, text="a photo of a dog")[5]["guesses"] == []
