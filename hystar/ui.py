@@ -271,15 +271,16 @@ def make_pick(number: int):
     return pick
 
 
-def make_check_upload():
+def make_check_upload(readable: QueryFiles):
     """An uploaded query image that is not one (a text file, a broken picture) is taken off at once, with why,
-    instead of showing a broken picture until the next search."""
-    def check(path: str | None):
-        if not path:
-            return gr.skip()
+    instead of showing a broken picture until the next search. It reaches this undecoded (preprocess=False):
+    gradio's own decoding would fail first, with a traceback in the log and the broken picture left in place."""
+    def check(payload: Any):
         try:
-            open_image(path)
-        except ImageError as error:
+            path = _file(payload, readable)
+            if path:
+                open_image(path)
+        except (ImageError, QueryError) as error:
             gr.Warning(f"that upload is not a usable image: {error}", duration=6)
             return None
         return gr.skip()
@@ -454,7 +455,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                   rerank, k, online, expand]  # the newest last: callers of the API from before still work
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths, guess_text,
                    *guess_buttons, guessed]
-        search = make_search(service, results, QueryFiles.of_app(results, examples))
+        readable = QueryFiles.of_app(results, examples)
+        search = make_search(service, results, readable)
         new_query = [image, text, negative]
         # Uploads reach `search` undecoded (preprocess=False): `hystar.images.open_image` judges every file
         # (corrupt, huge, odd modes) and says what is wrong in one line; gradio's own decoding would not.
@@ -464,7 +466,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
         for number, button in enumerate(guess_buttons):  # a guess into the text, then the same search again
             button.click(make_pick(number), [guessed, text], text, api_visibility="private") \
                 .then(**searching, api_visibility="private")
-        image.upload(make_check_upload(), image, image, api_visibility="private")
+        image.upload(make_check_upload(readable), image, image, preprocess=False, api_visibility="private")
         # The canvas is never set from the server: the editor then re-uploads its layers in a loop and ignores
         # strokes (gradio 6.3); the page clears it with its own trash button and picks the brush again.
         for gallery, side in ((base_gallery, "base"), (adapted_gallery, "adapted")):

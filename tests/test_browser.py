@@ -162,6 +162,16 @@ def test_after_a_search_the_umap_view_still_fills_its_panel_and_a_guess_click_se
     page.screenshot(path=str(ARTIFACTS / "app-guess-clicked.png"), full_page=True)
 
 
+def test_a_non_image_upload_is_taken_off_at_once_with_why(fresh_page, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    fresh_page.locator("#upload input[type=file]").set_input_files(str(notes))
+    fresh_page.wait_for_selector(".toast-body", timeout=30_000)
+    assert "not a usable image" in fresh_page.locator(".toast-body").first.inner_text()
+    fresh_page.wait_for_timeout(500)
+    assert fresh_page.locator("#upload img").count() == 0  # no broken picture left in the upload box
+
+
 def test_one_click_on_an_example_searches_with_it(page):
     page.locator("#examples img").nth(3).click()  # the first painting
     page.wait_for_function("document.querySelector('#status').innerText.includes('for image')", timeout=60_000)

@@ -24,7 +24,7 @@ from hystar.index import BuildConfig, GalleryIndex, build_index
 from hystar.online.users import OnlineStatus
 from hystar.service import Query, Result, SearchResponse, SearchService, ServiceConfig
 from hystar.spaces import gallery_labels
-from hystar.ui import make_check_upload, umap_view
+from hystar.ui import QueryFiles, make_check_upload, umap_view
 from hystar.ui_text import header, indexing_line, online_line, rerank_info, status_line
 from hystar.umap_job import UmapJob
 from hystar.views import UmapConfig, umap_cache_path, umap_key
@@ -129,10 +129,12 @@ def test_a_non_image_upload_is_taken_off_at_once(tmp_path):
     notes.write_text("not a picture")
     photo = tmp_path / "photo.png"
     Image.new("RGB", (32, 32), "red").save(photo)
-    check = make_check_upload()
+    check = make_check_upload(QueryFiles([tmp_path], []))
     with pytest.warns(UserWarning, match="not a usable image"):
-        assert check(str(notes)) is None
-    assert check(str(photo)).__class__.__name__ != "NoneType"  # left as it is (gr.skip)
+        assert check({"path": str(notes), "meta": {"_type": "gradio.FileData"}}) is None
+    assert check({"path": str(photo)}) is not None  # left as it is (gr.skip)
+    with pytest.warns(UserWarning, match="from uploads only"):
+        assert check({"path": "/etc/hostname"}) is None  # never opens a file of the server by its name
 
 
 def test_app_help_loads_neither_torch_nor_gradio():
