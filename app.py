@@ -15,12 +15,9 @@ import os
 import sys
 from pathlib import Path
 
-from hystar.encoder import DEFAULT_ENCODER
-from hystar.gallery import GalleryNotFoundError, UploadLimits
-from hystar.paths import GALLERY_INDEX_ROOT
-from hystar.service import SearchService, ServiceConfig, default_adapter
-from hystar.ui import UiConfig, build_app, launch
-from hystar.views import UmapConfig
+# Only light modules here: `python app.py --help` answers without loading torch or gradio (see `main`).
+from hystar.defaults import CONCURRENCY, DEFAULT_ENCODER, UPLOAD_MAX_BYTES, UPLOAD_MAX_FILES
+from hystar.paths import ADAPTER_PATH, GALLERY_INDEX_ROOT
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,11 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--threads", type=int, help="torch threads for searching (default: cores / concurrent "
                                                     "searches; indexing uses every core)")
-    parser.add_argument("--concurrency", type=int, default=UiConfig.concurrency, help="searches run at once")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="searches run at once")
     parser.add_argument("--no-umap", action="store_true", help="skip the UMAP view")
-    parser.add_argument("--max-upload-files", type=int, default=UploadLimits.max_files,
+    parser.add_argument("--max-upload-files", type=int, default=UPLOAD_MAX_FILES,
                         help="images per upload into the app's own gallery, zip members included")
-    parser.add_argument("--max-upload-mb", type=float, default=UploadLimits.max_bytes / 2**20,
+    parser.add_argument("--max-upload-mb", type=float, default=UPLOAD_MAX_BYTES / 2**20,
                         help="total uncompressed size of one upload, in MB")
     return parser.parse_args(argv)
 
@@ -51,10 +48,14 @@ def adapter_path(args: argparse.Namespace) -> Path | None:
         return None
     if args.adapter is not None:
         return args.adapter
-    return default_adapter() if args.encoder == DEFAULT_ENCODER else None
+    return ADAPTER_PATH if args.encoder == DEFAULT_ENCODER and ADAPTER_PATH.is_file() else None
 
 
-def service_config(args: argparse.Namespace) -> ServiceConfig:
+def service_config(args: argparse.Namespace):
+    from hystar.gallery import UploadLimits
+    from hystar.service import ServiceConfig
+    from hystar.views import UmapConfig
+
     limits = UploadLimits(max_files=args.max_upload_files, max_bytes=int(args.max_upload_mb * 2**20))
     return ServiceConfig(encoder=args.encoder, adapter=adapter_path(args), gallery=args.gallery,
                          index_root=args.index_root, device=args.device,
@@ -64,6 +65,11 @@ def service_config(args: argparse.Namespace) -> ServiceConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from hystar import zerogpu  # noqa: F401 - first: on ZeroGPU, `spaces` comes before anything touches CUDA
+    from hystar.gallery import GalleryNotFoundError
+    from hystar.service import SearchService
+    from hystar.ui import UiConfig, build_app, launch
+
     try:  # indexing (every core) runs in the background; the serving threads are set once it is done
         service = SearchService.open(service_config(args), background=True)
     except (GalleryNotFoundError, FileNotFoundError, ValueError) as error:

@@ -1,12 +1,17 @@
 """The app as a person meets it, in a real browser (headless Chromium through Playwright), on a running app:
 
-1. a house drawn with the mouse edge to edge, as people fill the canvas;
-2. a stick giraffe drawn small in a corner;
-3. a thumbnail (48 px, JPEG) of a gallery photo uploaded: does it find its own photo?
-4. with --sample N: N seeded gallery photos per dataset of the demo data, each uploaded as such a thumbnail through
+1. a house drawn with the mouse edge to edge, as people fill the canvas: results, what it reads as, the UMAP view
+   (must fill its panel after the search), the ΔS chart;
+2. a click on its second guess: the guess goes into the text and the search runs again;
+3. Clear, then a stick giraffe drawn small in a corner on the same page (the canvas must take the new strokes);
+4. the canvas's own trash icon, then a new drawing without choosing the brush again;
+5. a thumbnail (48 px, JPEG) of a gallery photo uploaded: does it find its own photo?
+6. with --sample N: N seeded gallery photos per dataset of the demo data, each uploaded as such a thumbnail through
    the app's API: how many find their own photo first, per side.
 
-Each step prints the top results of both sides (label · score) and saves a screenshot under test-artifacts/tour/.
+Each step prints the top results of both sides (label · score), the "reads as" line and the UMAP panel's fill, and
+saves a screenshot under test-artifacts/tour/ (the whole page, and the two plots apart). The server's log, when
+given (--log), is checked for tracebacks at the end.
 
     python app.py &                                   # the demo gallery (indexed on first start)
     python bench/browser_tour.py --url http://127.0.0.1:7860/ --photo PATH_OF_A_GALLERY_PHOTO [--sample 10]
@@ -45,6 +50,7 @@ def is_same_file(photo: Path, name: str) -> bool:
 
 def draw(page, strokes) -> None:
     page.wait_for_timeout(3000)  # the editor resets its layers once after the page settles: strokes before are lost
+    page.locator("#sketch canvas").first.scroll_into_view_if_needed()
     box = page.locator("#sketch canvas").first.bounding_box()
     cx, cy, size = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, min(box["width"], box["height"])
     for stroke in strokes:
@@ -55,15 +61,41 @@ def draw(page, strokes) -> None:
         page.mouse.up()
 
 
-def search_and_report(page, name: str) -> None:
-    page.locator("#search").click()
-    page.wait_for_function("document.querySelector('#status').innerText.match(/results|⚠/)", timeout=120_000)
-    page.wait_for_timeout(1500)
+WAIT_NEW_STATUS = ("(before) => { const line = document.querySelector('#status').innerText.split('\\n')[0];"
+                   " return line !== before && /results|⚠/.test(line); }")
+
+
+def search_and_report(page, name: str, click=None) -> None:
+    """Click Search (or `click`), wait for this search's own status line, report and take the screenshots."""
+    before = page.locator("#status").inner_text().splitlines()[0]
+    (click or page.locator("#search")).click()
+    page.wait_for_function(WAIT_NEW_STATUS, arg=before, timeout=120_000)
+    page.wait_for_timeout(2500)  # the plots draw after the status
     print(f"\n== {name}: {page.locator('#status').inner_text().splitlines()[0]}")
     for side in ("base", "adapted"):
         captions = [c for c in page.locator(f"#{side}-results").inner_text().splitlines() if " · " in c]
         print(f"  {side:8s}: " + " | ".join(captions[:8]))
+    if page.locator("#guess-line").is_visible():
+        print(f"  guesses : {page.locator('#guess-line').inner_text().strip()}")
+    print(f"  UMAP    : the points fill {umap_fill(page):.0%} of the plot's width and height (by their box)")
     page.screenshot(path=str(OUT / f"{name}.png"), full_page=True)
+    for plot in ("umap-plot", "delta-plot"):
+        if page.locator(f"#{plot}").is_visible():
+            page.locator(f"#{plot}").screenshot(path=str(OUT / f"{name}-{plot}.png"))
+
+
+def umap_fill(page) -> float:
+    """The smaller of the width and height shares of the UMAP plot's area that its dots span (1: edge to edge)."""
+    return page.evaluate("""() => {
+        const area = document.querySelector('#umap-plot .nsewdrag');
+        const dots = [...document.querySelectorAll('#umap-plot .scatterlayer .point')];
+        if (!area || !dots.length) return 0;
+        const a = area.getBoundingClientRect();
+        const boxes = dots.map(d => d.getBoundingClientRect());
+        const w = Math.max(...boxes.map(b => b.right)) - Math.min(...boxes.map(b => b.left));
+        const h = Math.max(...boxes.map(b => b.bottom)) - Math.min(...boxes.map(b => b.top));
+        return Math.min(w / a.width, h / a.height);
+    }""")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--photo", type=Path, required=True, help="a photo of the gallery, uploaded as a thumbnail")
     parser.add_argument("--sample", type=int, default=0,
                         help="also N seeded gallery photos per dataset as thumbnails through the API (demo gallery)")
+    parser.add_argument("--log", type=Path, help="the server's log: checked for tracebacks once the tour is done")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -84,12 +117,24 @@ def main(argv: list[str] | None = None) -> int:
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
         page.goto(args.url)
         page.wait_for_selector("#sketch canvas", timeout=60_000)
+        page.wait_for_timeout(4000)
+        page.screenshot(path=str(OUT / "page-as-it-opens.png"), full_page=True)
         draw(page, HOUSE)
         search_and_report(page, "house-filling-the-canvas")
-        page.goto(args.url)
-        page.wait_for_selector("#sketch canvas", timeout=60_000)
+        if page.locator("#guess-1").is_visible():
+            print(f"\n  clicking the second guess: {page.locator('#guess-1').inner_text().strip()}")
+            search_and_report(page, "house-plus-its-second-guess", click=page.locator("#guess-1"))
+            print(f"  the text is now: {page.locator('textarea').nth(0).input_value()!r}")
+        page.get_by_role("button", name="Clear", exact=True).click()
+        page.wait_for_timeout(2000)
+        overlay = page.locator("#sketch [data-testid=status-tracker]").first.inner_text().strip()
+        print(f"\n== after Clear: the canvas's overlay says {overlay!r} (should be empty)")
+        page.screenshot(path=str(OUT / "after-clear.png"), full_page=True)
         draw(page, GIRAFFE)
-        search_and_report(page, "giraffe-small-in-a-corner")
+        search_and_report(page, "giraffe-small-in-a-corner-after-clear")
+        page.locator("#sketch button[aria-label='Clear canvas']").click()
+        draw(page, HOUSE)
+        search_and_report(page, "house-after-the-trash-icon")
         page.goto(args.url)
         page.wait_for_selector("#sketch canvas", timeout=60_000)
         page.locator("#upload input[type=file]").set_input_files(str(thumb))
@@ -104,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscreenshots in {OUT}; the thumbnail was {args.photo} at {image.size[0]}x{image.size[1]} px")
     if args.sample:
         sample_thumbnails(client, args.sample, thumb)
+    if args.log is not None:
+        tracebacks = args.log.read_text(errors="replace").count("Traceback")
+        print(f"\nserver log {args.log}: {tracebacks} traceback(s)")
+        return 1 if tracebacks else 0
     return 0
 
 

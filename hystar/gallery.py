@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .data import DATA_ENV, DATASETS, DataNotFoundError, data_root, load_dataset, merged_photos
+from .defaults import UPLOAD_MAX_BYTES, UPLOAD_MAX_FILES
 from .encoder import DEFAULT_ENCODER
 from .images import is_image_path
 from .index import (
@@ -160,8 +161,8 @@ def upload_gallery_dir(index_root: str | os.PathLike = GALLERY_INDEX_ROOT) -> Pa
 
 @dataclass(frozen=True)
 class UploadLimits:
-    max_files: int = 500                   # images per upload, zip members included
-    max_bytes: int = 200 * 1024 * 1024     # their total size (uncompressed)
+    max_files: int = UPLOAD_MAX_FILES      # images per upload, zip members included
+    max_bytes: int = UPLOAD_MAX_BYTES      # their total size (uncompressed)
 
     def __post_init__(self) -> None:
         if self.max_files < 1 or self.max_bytes < 1:

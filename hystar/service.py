@@ -13,9 +13,11 @@ a few query-side parameters; the shared encoders and the gallery indexes are nev
 parts are unaffected. Sessions are kept for at most `OnlineServiceConfig.max_users` users, least recently used
 dropped first.
 
-Its parts live beside it: `hystar.spaces` (the base and adapted sides), `hystar.online.users` (the per-user session
-registry), `hystar.shifts` (ΔS summaries), `hystar.umap_job` (the UMAP view's lifecycle), `hystar.uploads` (adding
-photos to the app-owned gallery).
+The service orchestrates parts that live beside it: `hystar.query_embedding` (a query's parts to vectors, its GPU
+work in one call), `hystar.zerogpu` (that call inside `spaces.GPU` on Hugging Face's ZeroGPU), `hystar.spaces` (the
+base and adapted sides), `hystar.online.served` (per-user sessions and what they share), `hystar.guesses` (what the
+image part reads as), `hystar.shifts` (ΔS summaries), `hystar.umap_job` (the UMAP view's lifecycle),
+`hystar.uploads` (adding photos to the app-owned gallery).
 
 Once a gallery is installed its indexes are checked against their checksums in a background thread
 (`GalleryIndex.verify_in_background`; opening checked the small files, this reads the vectors of a big gallery, off
@@ -34,7 +36,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,35 +44,41 @@ import numpy as np
 import torch
 
 from .adapt import AdapterMismatchError, HystarEncoder
-from .embed import embed_pixels, embed_texts
+from .embed import embed_texts
 from .encoder import DEFAULT_ENCODER, Encoder
 from .encoder.search import open_search_encoder
-from .gallery import UploadLimitError, UploadLimits, demo_source, gallery_source, upload_gallery_dir
-from .images import ImageError, is_blank, open_image
+from .gallery import (
+    UploadLimitError,
+    UploadLimits,
+    demo_source,
+    ensure_gallery_indexes,
+    gallery_source,
+    upload_gallery_dir,
+)
+from .guesses import GALLERY, Guess, GuessConfig, GuesserCache, Vocabulary, display_name, vocabulary_for
+from .images import ImageError
 from .index import GalleryIndex, Rescorer
 from .index.sides import Progress
 from .indexing import IndexingProgress, IndexingStatus
-from .online import OnlineSession, session_parameter_names
+from .online.served import ServedOnline
 from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
 from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
-from .query import prepare_query
+from .query_embedding import Encoded, QueryError, encode, fuse, fused, pixels_of, query_parts
 from .ranking import QueryExpansion
 from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
 from .spaces import Space, gallery_classes, load_spaces
-from .umap_job import ready_map, start_umap
+from .umap_job import UmapJob, start_umap
 from .uploads import AddReport, add_to_gallery
 from .views import Explanation, MlpOffset, Placement, UmapConfig, UmapMap
+from .zerogpu import Gpu, on_zerogpu
 
 log = logging.getLogger(__name__)
 
 MAX_K = 50
+RERANKED, EXPANDED, PLAIN = "re-ranked by QuARI", "query expanded", "plain nearest neighbours"
 EMPTY_GALLERY = "the gallery is empty: add photos first"
-
-
-class QueryError(ValueError):
-    """A query with nothing to search for; the message is one line for the user."""
 
 
 class GalleryIndexingError(QueryError):
@@ -99,6 +106,7 @@ class ServiceConfig:
     upload_limits: UploadLimits = field(default_factory=UploadLimits)   # per upload into the app-owned gallery
     index_threads: int | None = None   # torch threads while indexing; None: every core
     threads: int | None = None         # torch threads for serving, set once indexing is done; None: unchanged
+    guesses: GuessConfig | None = field(default_factory=GuessConfig)   # None: no "reads as" guesses
 
 
 @dataclass
@@ -126,10 +134,12 @@ class Result:
     path: Path
     name: str                          # path relative to the gallery folder
     cls: str                           # class, "" when unknown
+    caption: str = ""                  # what the photo shows, when its data set says (COCO's captions)
 
     @property
     def label(self) -> str:
-        return self.cls or Path(self.name).name
+        """How a person reads it: the class ("alarm clock"), else the data set's caption, else the file name."""
+        return display_name(self.cls) if self.cls else self.caption or Path(self.name).name
 
 
 @dataclass
@@ -146,6 +156,9 @@ class SearchResponse:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # milliseconds
     online: OnlineStatus | None = None  # None: online adaptation off for this search
+    processing: dict[str, str] = field(default_factory=dict)   # side -> RERANKED, EXPANDED or PLAIN
+    guesses: list[Guess] = field(default_factory=list)   # what the image part reads as; [] without images
+    vocabulary: str = ""               # where the guesses' names come from (`hystar.guesses.GALLERY`, ...)
 
 
 @dataclass
@@ -155,25 +168,18 @@ class _Embedded:
     parts: list[str]
     explanations: list[Explanation]
     offsets: list[MlpOffset]
+    images: np.ndarray | None = None   # the image parts alone, fused: what the guesses read
     observed: bool = False             # the image parts went through an online session
 
-
-# ---------------------------------------------------------------------------------------------- fusion
-
-def fuse(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
-    """Normalised weighted sum of normalised embeddings; a negative weight subtracts."""
-    total = sum(weight * vector / max(float(np.linalg.norm(vector)), 1e-12) for vector, weight in parts)
-    norm = float(np.linalg.norm(total))
-    if norm < 1e-6:
-        raise QueryError("the query's parts cancel out: change the weights")
-    return (total / norm).astype(np.float32)
 
 
 class SearchService:
     """Fused queries against a gallery, with and without style adaptation, optionally re-ranked."""
 
+    _guessers = GuesserCache()         # shared by the services of a process: one vocabulary build per encoder
+
     def __init__(self, encoder: Encoder, base: Space | None, adapter: HystarEncoder | None = None,
-                 adapted: Space | None = None, candidates: int = RERANK_DEPTH, umap: Future | UmapMap | None = None,
+                 adapted: Space | None = None, candidates: int = RERANK_DEPTH, umap: UmapJob | UmapMap | None = None,
                  online: OnlineServiceConfig | None = None, config: ServiceConfig | None = None,
                  uploads: Path | None = None, umap_note: str = ""):
         """`base` None: the gallery is being indexed (`index_in_background`); searches wait for it."""
@@ -186,17 +192,15 @@ class SearchService:
         self.candidates = candidates
         self._umap = umap
         self._shifts = ShiftSummary(adapter.adapter if adapter is not None else None)
-        self.online_config = online
-        self.online_note = self._online_unavailable(online)
-        self.online = None if self.online_note else OnlineSessions(self._new_session, online.max_users)
-        self._online_lock = threading.Lock()
-        self._online_galleries: dict[str, torch.Tensor] = {}
-        self._anchors: torch.Tensor | None = None
-        self._anchors_ready = False
+        self._served_online = ServedOnline(encoder, adapter, online, self._space,
+                                           ONLINE_ON_ZEROGPU if on_zerogpu() else "")
+        self._lock = threading.Lock()
         self.config = config or ServiceConfig()
         self.uploads = uploads         # the app-owned gallery folder photos can be added to; None: read-only
         self.umap_note = umap_note     # why there is no UMAP view, when there is none
         self._add_lock = threading.Lock()
+        self._gpu = Gpu(self)
+        self._build_progress: Progress | None = None
 
     # -- construction -----------------------------------------------------------------------------
 
@@ -239,8 +243,7 @@ class SearchService:
         config = self.config
         try:
             torch.set_num_threads(config.index_threads or os.cpu_count() or 1)
-            base, adapted = load_spaces(config, gallery, self.encoder, self.adapter, refresh=False,
-                                        on_progress=self.indexing.update)
+            base, adapted = self._load_spaces(gallery, refresh=False, on_progress=self.indexing.update)
         except Exception as error:  # noqa: BLE001 - the page and searches say it; the log has the traceback
             if not background:
                 raise
@@ -251,10 +254,33 @@ class SearchService:
             if config.threads:
                 torch.set_num_threads(config.threads)
         umap, note = start_umap(config.umap, base)
-        with self._online_lock:
+        with self._lock:
             self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
         self._verify_in_background()
         self.indexing.finish(len(base.index))
+        threading.Thread(target=self._warm_guesses, args=(base,), name="hystar-guesses", daemon=True).start()
+
+    def _load_spaces(self, gallery: Path | None, refresh: bool, on_progress: Progress | None
+                     ) -> tuple[Space, Space | None]:
+        """The gallery's spaces; with `spaces` importable, what needs embedding is built inside a `spaces.GPU`
+        function first (`hystar.zerogpu`), then loaded here."""
+        if self._gpu.decorated:
+            self._build_progress = on_progress
+            try:
+                self._gpu.index("_build_indexes", gallery, refresh)
+            finally:
+                self._build_progress = None
+            refresh, on_progress = False, None
+        return load_spaces(self.config, gallery, self.encoder, self.adapter, refresh=refresh,
+                           on_progress=on_progress)
+
+    def _build_indexes(self, gallery: Path | None, refresh: bool) -> None:
+        """The GPU side of `_load_spaces`: embed what the gallery's indexes miss (nothing is returned: the indexes
+        are files; on ZeroGPU this runs in its worker process)."""
+        config = self.config
+        ensure_gallery_indexes(config.encoder, gallery, config.adapter if self.adapter is not None else None,
+                               config.index_root, refresh=refresh, progress=config.progress,
+                               on_progress=self._build_progress, embedder=self.adapter or self.encoder)
 
     def indexing_status(self) -> IndexingStatus:
         """Where the gallery's indexing stands: done / total images, seconds left, ready, error."""
@@ -280,7 +306,7 @@ class SearchService:
                    reranker: Rescorer | None = None, candidates: int = RERANK_DEPTH) -> SearchService:
         """The service over one index folder (`hystar search`): with `adapter`, adapted queries search it
         (`SearchResponse.adapted`) and base queries too (`.base`, the "no adaptation" ablation); else base queries.
-        No UMAP, no online adaptation, no uploads."""
+        No UMAP, no online adaptation, no uploads; guesses from the shipped vocabulary."""
         space = Space("index", index, [""] * len(index), reranker,
                       "" if reranker is not None else "no re-ranker was asked for (--rerank)")
         config = ServiceConfig(encoder=index.meta.encoder["spec"], umap=None, online=None, candidates=candidates,
@@ -309,20 +335,16 @@ class SearchService:
         self._require_ready()
         with self._add_lock:
             before = {entry.path for entry in self.base.index.entries}
-            reindex = lambda: load_spaces(self.config, self.uploads, self.encoder, self.adapter, refresh=True,
-                                          on_progress=on_progress)
+            reindex = lambda: self._load_spaces(self.uploads, refresh=True, on_progress=on_progress)
             try:
                 report, (base, adapted) = add_to_gallery(files, self.uploads, self.config.upload_limits, before,
                                                          reindex)
             except UploadLimitError as error:
                 raise QueryError(str(error)) from None
             umap, note = start_umap(self.config.umap, base)
-            with self._online_lock:   # sessions hold the old gallery's vectors: they start again on the new one
+            with self._lock:   # sessions hold the old gallery's vectors: they start again on the new one
                 self._galleries, self._umap, self.umap_note = (base, adapted), umap, note
-                self._online_galleries.clear()
-                self._anchors, self._anchors_ready = None, False
-                if self.online is not None:
-                    self.online = OnlineSessions(self._new_session, self.online_config.max_users)
+                self._served_online.new_gallery()
             self._verify_in_background()
             return report
 
@@ -341,6 +363,9 @@ class SearchService:
     def adapted(self) -> Space | None:
         return self._galleries[1]
 
+    def _space(self, side: str) -> Space:
+        return self.adapted if side == "adapted" else self.base
+
     @property
     def can_adapt(self) -> bool:
         return self.adapter is not None
@@ -350,17 +375,59 @@ class SearchService:
         return any(space.reranker is not None for space in self.spaces)
 
     @property
+    def rerank_note(self) -> str:
+        """Why re-ranking cannot be asked for now ("" when it can)."""
+        if not self.ready:
+            return "offered once the gallery is indexed"
+        if self.can_rerank:
+            return ""
+        return self.base.rerank_note if self.base is not None else "no QuARI re-ranker is trained for this encoder"
+
+    @property
     def spaces(self) -> list[Space]:
         base, adapted = self._galleries
         return [space for space in (base, adapted) if space is not None]
 
     @property
+    def online(self) -> OnlineSessions | None:
+        """Each user's online sessions; None when online adaptation is unavailable (`online_note` says why)."""
+        return self._served_online.sessions
+
+    @property
+    def online_note(self) -> str:
+        return self._served_online.note
+
+    @property
     def can_online(self) -> bool:
-        return self.online is not None
+        return self._served_online.available
 
     @property
     def has_umap(self) -> bool:
         return self._umap is not None
+
+    @property
+    def umap_state(self) -> str:
+        """What the UMAP view is doing: "ready", "loading" (its cache), "fitting", or "off" (`umap_note` says
+        why; while the gallery is indexed it says so)."""
+        if not self.ready:
+            return "off"
+        if isinstance(self._umap, UmapMap):
+            return "ready"
+        return self._umap.state if self._umap is not None else "off"
+
+    @property
+    def umap_waiting_note(self) -> str:
+        """What the page says while there is no map to show."""
+        if self.config.umap is None:
+            return "the UMAP view is off (--no-umap)"
+        if not self.ready:
+            return "the UMAP view appears once the gallery is indexed"
+        state = self.umap_state
+        if state == "loading":
+            return "the UMAP view is being loaded from its cache (once per start, about half a minute)…"
+        if state == "fitting":
+            return "the UMAP view is being fitted (once per gallery, then cached)…"
+        return self.umap_note or "the UMAP view is off"
 
     @property
     def gallery_size(self) -> int:
@@ -369,9 +436,12 @@ class SearchService:
 
     def umap_map(self, timeout: float | None = 0.0) -> UmapMap | None:
         """The fitted map; None while it is being fitted (waits up to `timeout` seconds, None: for ever)."""
-        projection, keep = ready_map(self._umap, timeout)
+        umap = self._umap
+        if umap is None or isinstance(umap, UmapMap):
+            return umap
+        projection, keep = umap.ready(timeout)
         if not keep:
-            self._umap = None
+            self._umap, self.umap_note = None, umap.failure
         return projection
 
     # -- search -------------------------------------------------------------------------------------
@@ -390,20 +460,29 @@ class SearchService:
         adapt = query.adapt and self.adapter is not None
         notes = []
         start = time.perf_counter()
-        tracked = self._online_session(query, adapt, user, notes)
-        embedded = self._embed(query, adapt, tracked)
+        side = "adapted" if adapt else "base"
+        online = self._online_user(query, user, notes)
+        embedded = self._embed(query, adapt, (online, side) if online else None)
         timings = {"embed": _ms(start)}
         searched = time.perf_counter()
-        base, reranked, expanded = self._search(base_space, embedded.base, k, query, notes)
+        base, how = self._search(base_space, embedded.base, k, query)
+        processing = {"base": how}
         adapted = None
         if adapt:
-            adapted, also_reranked, also_expanded = self._search(adapted_space, embedded.adapted, k, query, notes)
-            reranked, expanded = reranked or also_reranked, expanded or also_expanded
+            adapted, processing["adapted"] = self._search(adapted_space, embedded.adapted, k, query)
+        reranked, expanded = RERANKED in processing.values(), EXPANDED in processing.values()
+        if query.rerank:
+            notes += self._rerank_notes(processing, query)
         timings["search"] = _ms(searched)
         vectors = {"base": embedded.base} | ({"adapted": embedded.adapted} if adapt else {})
+        tracked = self._served_online.find(online, side) if online else None
         response = SearchResponse(base, adapted, embedded.parts, embedded.explanations, embedded.offsets,
                                   vectors, reranked=reranked, expanded=expanded, notes=notes, timings=timings,
-                                  online=None if tracked is None else tracked.status(embedded.observed))
+                                  online=None if tracked is None else tracked.status(embedded.observed),
+                                  processing=processing)
+        guessed = time.perf_counter()
+        self._guess(response, embedded.images, base_space)
+        timings["guesses"] = _ms(guessed)
         if place:
             self.place(response)
         timings["total"] = _ms(start)
@@ -415,7 +494,7 @@ class SearchService:
         projection = self.umap_map()
         if projection is None:
             if self._umap is not None:
-                response.notes.append("the UMAP view is still being fitted; it appears with a later search")
+                response.notes.append(f"{self.umap_waiting_note.rstrip('…')}; it appears with a later search")
             return
         vectors = [response.vectors["base"]] + ([response.vectors["adapted"]] if "adapted" in response.vectors
                                                  else [])
@@ -424,161 +503,120 @@ class SearchService:
         response.placement = Placement(points[0], points[1] if len(points) > 1 else None)
         response.timings["umap"] = _ms(started)
 
-    def _search(self, space: Space, vector: np.ndarray, k: int, query: Query, notes: list[str]
-                ) -> tuple[list[Result], bool, bool]:
-        """The space's top k for `vector`: (results, re-ranked, expanded). QuARI re-ranking, where asked and
-        available, re-scores the plain candidates in place of query expansion."""
+    def _search(self, space: Space, vector: np.ndarray, k: int, query: Query) -> tuple[list[Result], str]:
+        """The space's top k for `vector`, and how they were found (`RERANKED`, `EXPANDED` or `PLAIN`). QuARI
+        re-ranking, where asked and available, re-scores the plain candidates in place of query expansion."""
         reranker = space.reranker if query.rerank else None
-        if query.rerank and reranker is None:
-            notes.append(f"no re-ranking for {space.name} results: {space.rerank_note}")
         expansion = self.config.expansion if query.expand and reranker is None else None
         result = space.index.search(vector, k, reranker=reranker, candidates=self.candidates, expansion=expansion)
         hits = space.index.hits(result)
-        return [Result(h.rank, h.score, h.row, h.path, h.relpath, space.classes[h.row]) for h in hits], \
-            reranker is not None, expansion is not None
+        captions = space.captions or {}
+        how = RERANKED if reranker is not None else EXPANDED if expansion is not None else PLAIN
+        return [Result(h.rank, h.score, h.row, h.path, h.relpath, space.classes[h.row], captions.get(h.row, ""))
+                for h in hits], how
+
+    def _rerank_notes(self, processing: dict[str, str], query: Query) -> list[str]:
+        """What a person asking for re-ranking should know: which side was not re-ranked and why, and that QuARI's
+        scores are not cosines."""
+        notes = []
+        for side, how in processing.items():
+            if how != RERANKED:
+                name = "the base side" if side == "base" else "the Hystar side"
+                notes.append(f"{name} is not re-ranked ({self._space(side).rerank_note}): its results are "
+                             f"{'query-expanded' if how == EXPANDED else 'plain nearest neighbours'}")
+        if RERANKED in processing.values():
+            notes.append("re-ranked scores are QuARI's own (a blend with the cosine), lower than cosines: "
+                         "compare ranks, not the numbers, across the two sides")
+        return notes
+
+    # -- what the image part reads as -----------------------------------------------------------------
+
+    def vocabulary(self, space: Space | None = None) -> Vocabulary:
+        space = space or self.base
+        return vocabulary_for(space.classes if space is not None else [], self.config.guesses or GuessConfig())
+
+    def _guesser(self, space: Space | None = None):
+        return self._guessers.get(self.encoder.fingerprint, self.vocabulary(space),
+                                  lambda texts: self._gpu.query("_embed_texts", texts))
+
+    def _warm_guesses(self, space: Space) -> None:
+        """The vocabulary's embeddings, once the gallery is ready (a second or two, in the background): the first
+        search does not wait for them, or waits for what is left."""
+        if self.config.guesses is not None:
+            try:
+                self._guesser(space)
+            except Exception:  # noqa: BLE001 - the guesses are a view: searching works without them
+                log.exception("the guesses' vocabulary could not be embedded")
+
+    def _guess(self, response: SearchResponse, images: np.ndarray | None, space: Space) -> None:
+        """What the image part reads as, into `response` (nothing without images, or when it cannot be had)."""
+        if images is None or self.config.guesses is None:
+            return
+        try:
+            guesser = self._guesser(space)
+        except Exception:  # noqa: BLE001 - the guesses are a view: the search stands without them
+            log.exception("no guesses: the vocabulary could not be embedded")
+            return
+        response.guesses = guesser.guess(images)
+        response.vocabulary = guesser.vocabulary.source
+
+    def _embed_texts(self, texts: list[str]) -> np.ndarray:
+        """GPU work (`hystar.zerogpu`): texts to normalised vectors."""
+        return embed_texts(self.encoder, texts)
 
     # -- online adaptation ----------------------------------------------------------------------------
 
     def reset_online(self, user: str | None) -> bool:
         """`user`'s online sessions back to the shared model; False when there was none to reset."""
-        return self.online is not None and user is not None and self.online.reset(user)
+        return self._served_online.reset(user)
 
     def drop_online(self, user: str | None) -> None:
         """Forget `user`'s online sessions (their app session closed)."""
-        if self.online is not None and user is not None:
-            self.online.drop(user)
+        self._served_online.drop(user)
 
-    def _online_unavailable(self, config: OnlineServiceConfig | None) -> str:
-        """Why online adaptation cannot run here; "" when it can."""
-        if config is None:
-            return "turned off in the service configuration"
-        try:
-            for encoder in [self.encoder] + ([self.adapter] if self.adapter is not None else []):
-                session_parameter_names(encoder, config.adaptation.params)
-        except (ValueError, AttributeError) as error:
-            return str(error)
-        return ""
-
-    def _online_session(self, query: Query, adapt: bool, user: str | None,
-                        notes: list[str]) -> TrackedSession | None:
+    def _online_user(self, query: Query, user: str | None, notes: list[str]) -> str | None:
+        """The user whose session embeds this query; None (with a note when asked for) when none does."""
         if not query.online:
             return None
-        if self.online is None:
+        if not self.can_online:
             notes.append(f"online adaptation is unavailable: {self.online_note}")
             return None
         if not user:
             notes.append("online adaptation needs a user session: this search used the shared model")
             return None
-        return self.online.get(user, "adapted" if adapt else "base")
-
-    def _new_session(self, side: str) -> OnlineSession:
-        encoder = self.adapter if side == "adapted" else self.encoder
-        return OnlineSession(encoder, self._online_gallery(side), self.online_config.adaptation,
-                             anchor_features=self._anchor_features())
-
-    def _online_gallery(self, side: str) -> torch.Tensor:
-        """The side's gallery vectors as one float32 tensor that all sessions share (made on first use)."""
-        with self._online_lock:
-            if side not in self._online_galleries:
-                space = self.adapted if side == "adapted" else self.base
-                vectors = np.asarray(space.index.vectors, dtype=np.float32)
-                self._online_galleries[side] = torch.from_numpy(vectors).to(self.encoder.device)
-            return self._online_galleries[side]
-
-    def _anchor_features(self) -> torch.Tensor | None:
-        """Trunk features of a few gallery photos, evenly spread over the gallery (shared by all sessions)."""
-        with self._online_lock:
-            if not self._anchors_ready:
-                self._anchors = self._read_anchors(self.online_config.anchors)
-                self._anchors_ready = True
-            return self._anchors
-
-    def _read_anchors(self, count: int) -> torch.Tensor | None:
-        index = self.base.index
-        rows = np.unique(np.linspace(0, len(index) - 1, min(count, len(index))).round().astype(int))
-        pixels = []
-        for row in rows if count > 0 else []:
-            try:
-                pixels.append(self.encoder.preprocess(open_image(index.path(int(row)))))
-            except (ImageError, OSError) as error:
-                log.warning("online anchor %s skipped: %s", index.path(int(row)), error)
-        return self._trunk(torch.stack(pixels)) if pixels else None
-
-    def _trunk(self, pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return self.encoder.visual.trunk(pixels.to(self.encoder.device))
+        return user
 
     # -- embedding ----------------------------------------------------------------------------------
 
-    def _embed(self, query: Query, adapt: bool, tracked: TrackedSession | None = None) -> _Embedded:
-        images, texts = self._parts(query)
-        if not images and not any(weight > 0 for _, weight, _ in texts):
-            raise QueryError(_empty_message(query))
-        base_parts: list[tuple[np.ndarray, float]] = []
-        adapted_parts: list[tuple[np.ndarray, float]] = []
-        explanations: list[Explanation] = []
-        offsets: list[MlpOffset] = []
-        if images:
-            base_vectors, adapted_vectors, explanations, offsets = self._embed_images(images, adapt, tracked)
-            for (_, weight, _), b, a in zip(images, base_vectors, adapted_vectors, strict=True):
-                base_parts.append((b, weight))
-                adapted_parts.append((a, weight))
-        if texts:
-            vectors = embed_texts(self.encoder, [text for _, _, text in texts])
-            for (_, weight, _), vector in zip(texts, vectors, strict=True):
-                base_parts.append((vector, weight))
-                adapted_parts.append((vector, weight))
-        parts = [name for name, _, _ in images] + [name for name, _, _ in texts]
-        return _Embedded(fuse(base_parts), fuse(adapted_parts) if adapt else None, parts, explanations, offsets,
-                         observed=tracked is not None and bool(images))
+    def _embed(self, query: Query, adapt: bool, online: tuple[str, str] | None = None) -> _Embedded:
+        """The query's vectors: its parts prepared here, encoded in one GPU call, fused per side."""
+        parts = query_parts(query)
+        encoded = self._gpu.query("_encode", pixels_of(self.encoder, parts), [t for _, _, t in parts.texts],
+                                  adapt, online)
+        side = "adapted" if adapt else "base"
+        explanations = self._shifts.explanations([n for n, _, _ in parts.images], encoded.delta_s) \
+            if encoded.delta_s else []
+        offsets = self._shifts.offsets(encoded.static) if encoded.static else []
+        return _Embedded(fused(parts, encoded, "base"), fused(parts, encoded, "adapted") if adapt else None,
+                         parts.names, explanations, offsets, fused(parts, encoded, side, images_only=True),
+                         observed=encoded.observed)
 
-    def _embed_images(self, images: list[tuple[str, float, Any]], adapt: bool, tracked: TrackedSession | None
-                      ) -> tuple[np.ndarray, np.ndarray, list[Explanation], list[MlpOffset]]:
-        """Base and adapted embeddings of the images, their ΔS and the static offsets (adapted searches only).
-        An online session embeds the side it adapts: the adapted one with adaptation on, else the base one;
-        ΔS and the offsets stay those of the shared adapter."""
-        pixels = torch.stack([self.encoder.preprocess(prepare_query(image, drawn=name == "sketch"))
-                              for name, _, image in images]).to(self.encoder.device)
-        observed = None if tracked is None else tracked.observe(self._trunk(pixels))
-        if not adapt:
-            base = observed if observed is not None else embed_pixels(self.encoder, pixels)
-            return base, base, [], []
-        explained = self.adapter.explain(pixels)
-        base = explained["base"].float().cpu().numpy()
-        adapted = observed if observed is not None else explained["adapted"].float().cpu().numpy()
-        explanations = self._shifts.explanations([name for name, _, _ in images], explained["delta_s"])
-        return base, adapted, explanations, self._shifts.offsets(explained["static"])
+    def _encode(self, pixels: torch.Tensor | None, texts: list[str], adapt: bool,
+                online: tuple[str, str] | None) -> Encoded:
+        """GPU work (`hystar.zerogpu`): one query's images and texts to arrays; `online` (user, side): that
+        user's session of that side embeds the images and adapts."""
+        session = self._served_online.session(*online) if online else None
+        return encode(self.encoder, self.adapter, pixels, texts, adapt, session)
 
-    @staticmethod
-    def _parts(query: Query) -> tuple[list[tuple[str, float, Any]], list[tuple[str, float, str]]]:
-        """(name, signed weight, opened image) and (name, signed weight, text) of the parts that count."""
-        images = []
-        if query.sketch is not None and query.sketch_weight > 0:
-            sketch = open_image(query.sketch)
-            if not is_blank(sketch):
-                images.append(("sketch", float(query.sketch_weight), sketch))
-        if query.image is not None and query.image_weight > 0:
-            images.append(("image", float(query.image_weight), open_image(query.image)))
-        texts = []
-        if query.text.strip() and query.text_weight > 0:
-            texts.append(("text", float(query.text_weight), query.text.strip()))
-        if query.negative.strip() and query.negative_weight > 0:
-            texts.append(("negative text", -float(query.negative_weight), query.negative.strip()))
-        return images, texts
+
+ONLINE_ON_ZEROGPU = ("not on ZeroGPU: each GPU call runs in a separate worker process, where a session's steps "
+                     "would be lost")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
 
 def _ms(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
-
-
-def _empty_message(query: Query) -> str:
-    if query.negative.strip() and query.negative_weight > 0:
-        return "a negative text alone is not a query: add a sketch, an image or a text to search for"
-    if query.sketch is not None:
-        return "the canvas is blank and there is nothing else to search for: draw, upload an image or type a text"
-    return "empty query: draw on the canvas, upload an image or type a text"
 
 
 def default_adapter() -> Path | None:
@@ -590,4 +628,5 @@ __all__ = ["AddReport", "AdapterMismatchError", "DEFAULT_ADAPTER", "EMPTY_GALLER
            "GalleryIndexingError",
            "ImageError", "IndexingStatus", "MAX_K", "RERANK_DEPTH",
            "OnlineServiceConfig", "OnlineSessions", "OnlineStatus", "Query", "QueryError", "Result", "SearchResponse",
-           "SearchService", "ServiceConfig", "Space", "TrackedSession", "default_adapter", "fuse", "gallery_classes"]
+           "SearchService", "ServiceConfig", "Space", "TrackedSession", "default_adapter", "fuse", "gallery_classes",
+           "Guess", "GALLERY"]

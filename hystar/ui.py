@@ -20,126 +20,69 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-from PIL import Image
 
-from .images import MAX_BYTES, ImageError
+from .defaults import CONCURRENCY
+from .images import MAX_BYTES, ImageError, open_image
 from .io import temp_path
 from .paths import EXAMPLES_DIR
-from .service import MAX_K, GalleryIndexingError, OnlineStatus, Query, QueryError, Result, SearchResponse, SearchService
-from .views import DELTA_HELP, delta_figure, umap_figure
+from .service import MAX_K, GalleryIndexingError, Query, QueryError, Result, SearchResponse, SearchService
+from .ui_canvas import BRUSH_JS, CANVAS_ID, CLEAR_CANVAS_JS, blank_canvas
+from .ui_text import (
+    NO_GALLERY,
+    TITLE,
+    caption,
+    details,
+    guess_button,
+    guesses_text,
+    header,
+    indexing_line,
+    online_line,  # noqa: F401 - part of this module's interface, as before
+    rerank_info,
+    status_line,
+)
+from .views import DELTA_HELP, UMAP_HELP, delta_figure, umap_figure
 
 log = logging.getLogger(__name__)
 
-NO_GALLERY = "No gallery yet: add photos below, or start the app with --gallery DIR"
+READY = "Draw, upload or type, then **Search**."
+GUESS_BUTTONS = 3
+OUTPUTS = 7 + 2 + GUESS_BUTTONS     # what a search sets: status … paths, then the guesses' line, buttons and names
 EXAMPLE_KINDS = {"sketch": "sketch", "painting": "painting", "lowres": "low-res shot"}
 SIDE_BY_SIDE, ALONE = 3, 6          # result columns per gallery with and without the adapted side
 CSS = """
 #status { min-height: 2.2em; }
 #examples .caption-label { font-size: 0.75em; }
+#base-results .caption-label, #adapted-results .caption-label {
+  white-space: normal; overflow: visible; text-overflow: clip; font-size: 0.75em; line-height: 1.15; }
 """
 
 
 @dataclass(frozen=True)
 class UiConfig:
-    title: str = "Hystar: style-adaptive image search"
+    title: str = TITLE
     k: int = 12
     canvas: int = 512                 # square canvas, in pixels
     brush: int = 6
-    concurrency: int = 2              # searches running at once; the rest wait in the queue
+    concurrency: int = CONCURRENCY    # searches running at once; the rest wait in the queue
     queue_size: int = 32
     examples: Path = EXAMPLES_DIR
 
 
-# ---------------------------------------------------------------------------------------------- text
-
-def header(service: SearchService, title: str = UiConfig.title) -> str:
-    if service.base is None:
-        return (f"## {title}\n\nDraw a sketch, upload a painting or a low-res shot, type a text, or combine them: "
-                f"Hystar adapts the image encoder to the query's style before searching.\n\nGallery: being "
-                f"indexed (once; later starts load it) · encoder `{service.config.encoder}`")
-    meta = service.base.index.meta
-    adapt = "available" if service.can_adapt else "unavailable (no trained adapter)"
-    rerank = "available" if service.can_rerank else "unavailable (no QuARI re-ranker trained for this encoder)"
-    online = "available" if service.can_online else f"unavailable ({service.online_note})"
-    lines = [f"## {title}",
-             "Draw a sketch, upload a painting or a low-res shot, type a text, or combine them: Hystar adapts "
-             "the image encoder to the query's style before searching.",
-             f"Gallery: **{len(service.base.index):,}** images under `{meta.root}` · encoder "
-             f"`{meta.encoder['spec']}` · style adaptation: {adapt} · re-rank: {rerank} · online adaptation: {online}"]
-    if service.gallery_size == 0:
-        lines.append(f"**{NO_GALLERY}**")
-    return "\n\n".join(lines)
-
-
-def indexing_line(service: SearchService) -> str:
-    """The page's progress line: images done / total and time left while indexing, nothing once ready."""
-    status = service.indexing_status()
-    if status.ready:
-        return ""
-    bar = "█" * (status.percent // 5) + "░" * (20 - status.percent // 5)
-    return f"{'⚠' if status.error else '⏳'} `{bar}` {status.line()}"
-
+# ---------------------------------------------------------------------------------------------- timer
 
 def make_tick(service: SearchService, title: str):
-    """The timer's refresh while the gallery is indexed; once it is ready, the header, re-rank box and UMAP too,
-    and the timer stops."""
+    """The timer's refresh while the gallery is indexed; once it is ready, the header, the re-rank box and the UMAP
+    view too, and the timer stops once the UMAP view has appeared (or will not)."""
     def tick():
         status = service.indexing_status()
         if not status.ready and not status.error:
             return indexing_line(service), gr.skip(), gr.skip(), gr.skip(), gr.skip()
-        rerank = gr.Checkbox(interactive=service.can_rerank,
-                             info=None if service.can_rerank else "unavailable: no QuARI re-ranker is trained for "
-                                                                    "this encoder")
+        rerank = gr.Checkbox(interactive=service.can_rerank, info=rerank_info(service))
+        waiting = service.umap_state in ("loading", "fitting")
         return (indexing_line(service), header(service, title), rerank, umap_view(service, None),
-                gr.Timer(active=False))
+                gr.Timer(active=waiting))
 
     return tick
-
-
-def status_line(response: SearchResponse) -> str:
-    parts = " + ".join(response.parts)
-    sides = "per side, base and adapted," if response.adapted is not None else "of the base encoder"
-    text = (f"**{len(response.base)}** results {sides} for {parts} · "
-            f"{response.timings.get('total', 0.0):.0f} ms" + (" · query expanded" if response.expanded else "")
-            + (" · re-ranked by QuARI" if response.reranked else ""))
-    online = [] if response.online is None else [online_line(response.online)]
-    return "  \n".join([text] + online + [f"⚠ {note}" for note in response.notes])
-
-
-def online_line(status: OnlineStatus) -> str:
-    side = "Hystar" if status.side == "adapted" else "base"
-    seen = (f"adapted on {status.adapted_on} of {status.images} query images since the last reset, "
-            f"{status.updates} update{'' if status.updates == 1 else 's'}")
-    text = "" if status.observed else " (text is not adapted)"
-    return f"online adaptation on ({side} encoder, this session only){text}: {seen}"
-
-
-def online_details(status: OnlineStatus | None) -> dict[str, Any] | None:
-    return None if status is None else {"on": True, "side": status.side, "images": status.images,
-                                        "adapted_on": status.adapted_on, "updates": status.updates,
-                                        "observed": status.observed}
-
-
-def caption(result: Result) -> str:
-    return f"{result.label} · {result.score:.2f}"
-
-
-def details(response: SearchResponse) -> dict[str, Any]:
-    def rows(results: list[Result] | None) -> list[dict[str, Any]] | None:
-        if results is None:
-            return None
-        return [{"rank": r.rank, "score": round(r.score, 5), "label": r.label, "class": r.cls, "name": r.name}
-                for r in results]
-
-    return {"parts": response.parts, "base": rows(response.base), "adapted": rows(response.adapted),
-            "expanded": response.expanded, "reranked": response.reranked, "notes": response.notes,
-            "timings_ms": {k: round(v, 1) for k, v in response.timings.items()},
-            "delta_s": [{"source": e.source, "layers": [{"block": layer.block, "norm": round(layer.norm, 5),
-                                                         "relative": round(layer.relative, 5)}
-                                                        for layer in e.layers]} for e in response.explanations],
-            "umap": None if response.placement is None else {"base": response.placement.base,
-                                                              "adapted": response.placement.adapted},
-            "online": online_details(response.online)}
 
 
 # ---------------------------------------------------------------------------------------------- figures
@@ -148,27 +91,28 @@ def delta_view(service: SearchService, response: SearchResponse | None) -> Any:
     if not service.can_adapt:
         return delta_figure([], [], "style adaptation is unavailable: no trained adapter")
     if response is None:
-        return delta_figure([], [], "search to see the ΔS of each adapted layer")
+        return delta_figure([], [], "search with a sketch or an image to see how Hystar adapts the encoder")
     if response.adapted is None:
         return delta_figure([], [], "style adaptation is off")
-    note = "" if response.explanations else "text only: ΔS adapts image queries (static offsets shown)"
-    return delta_figure(response.explanations, response.offsets, note)
+    return delta_figure(response.explanations, response.offsets)
 
 
 def umap_view(service: SearchService, response: SearchResponse | None) -> Any:
     projection = service.umap_map()
     if projection is None:
-        note = "UMAP is being fitted (once per gallery)…" if service.has_umap else service.umap_note or \
-            "UMAP view is off"
-        return umap_figure(None, None, note)
+        return umap_figure(None, None, service.umap_waiting_note)
     return umap_figure(projection, response.placement if response is not None else None)
 
 
+def guess_outputs(response: SearchResponse | None) -> tuple:
+    """The guesses' line, one button per guess (the rest hidden), and the guessed names (for the buttons)."""
+    guesses = [] if response is None else response.guesses
+    buttons = [gr.Button(guess_button(guesses[i]), visible=True) if i < len(guesses) else gr.Button(visible=False)
+               for i in range(GUESS_BUTTONS)]
+    return (gr.Markdown(guesses_text(response), visible=bool(guesses)), *buttons, [g.name for g in guesses])
+
+
 # ---------------------------------------------------------------------------------------------- handlers
-
-def blank_canvas(size: int) -> dict[str, Any]:
-    return {"background": Image.new("RGB", (size, size), "white"), "layers": [], "composite": None}
-
 
 class QueryFiles:
     """Where a query image may come from: gradio's upload folder, the results the app has shown (a click on one
@@ -247,7 +191,7 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
             base, adapted = _gallery(response.base, served), _gallery(response.adapted, served)
         except GalleryIndexingError as error:  # not a fault: the gallery is being indexed
             gr.Info(str(error), duration=4)
-            return (f"⏳ {error}",) + (gr.skip(),) * 6
+            return (str(error),) + (gr.skip(),) * (OUTPUTS - 1)
         except (QueryError, ImageError) as error:
             return _warn(str(error))
         except Exception:  # noqa: BLE001 - logged here; the user gets one line, never a traceback
@@ -258,7 +202,8 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
         return (status_line(response),
                 gr.Gallery(value=base, columns=SIDE_BY_SIDE if side_by_side else ALONE),
                 gr.Gallery(value=adapted, visible=side_by_side),
-                delta_view(service, response), umap_view(service, response), details(response), paths)
+                delta_view(service, response), umap_view(service, response), details(response), paths,
+                *guess_outputs(response))
 
     return search
 
@@ -310,15 +255,46 @@ def make_forget_online(service: SearchService):
 
 def _warn(message: str) -> tuple:
     gr.Warning(message, duration=6)
-    return (f"⚠ {message}",) + (gr.skip(),) * 6
+    return (f"⚠ {message}",) + (gr.skip(),) * (OUTPUTS - 1)
 
 
-def make_select(side: str, canvas: int):
+def make_pick(number: int):
+    """A click on the `number`th guess: its name added to the text (once), for the search that follows."""
+    def pick(names: list[str], text: str | None) -> str:
+        if not names or number >= len(names):
+            return gr.skip()
+        name, text = names[number], (text or "").strip()
+        if name.lower() in text.lower().split(", ") or name.lower() == text.lower():
+            return text
+        return f"{text}, {name}" if text else name
+
+    return pick
+
+
+def make_check_upload(readable: QueryFiles):
+    """An uploaded query image that is not one (a text file, a broken picture) is taken off at once, with why,
+    instead of showing a broken picture until the next search. It reaches this undecoded (preprocess=False):
+    gradio's own decoding would fail first, with a traceback in the log and the broken picture left in place."""
+    def check(payload: Any):
+        try:
+            path = _file(payload, readable)
+            if path:
+                open_image(path)
+        except (ImageError, QueryError) as error:
+            gr.Warning(f"that upload is not a usable image: {error}", duration=6)
+            return None
+        return gr.skip()
+
+    return check
+
+
+def make_select(side: str):
+    """A click on a result: it becomes the query image (the canvas is cleared in the page, `CLEAR_CANVAS_JS`)."""
     def select(paths: dict[str, list[str]], event: gr.SelectData):
         chosen = (paths or {}).get(side, [])
         if event.index is None or not 0 <= int(event.index) < len(chosen):
-            return (gr.skip(),) * 4
-        return blank_canvas(canvas), chosen[int(event.index)], "", ""
+            return (gr.skip(),) * 3
+        return chosen[int(event.index)], "", ""
 
     return select
 
@@ -331,20 +307,20 @@ def example_files(folder: Path) -> list[tuple[str, str]]:
     return files
 
 
-def make_example_select(examples: list[tuple[str, str]], canvas: int):
+def make_example_select(examples: list[tuple[str, str]]):
+    """A click on an example: it becomes the query image (sketches too: an uploaded line drawing is prepared as a
+    drawing), the canvas cleared in the page."""
     def select(event: gr.SelectData):
-        path = examples[int(event.index)][0]
-        if Path(path).name.startswith("sketch_"):  # onto the canvas, to draw on
-            return {"background": path, "layers": [], "composite": path}, None, "", ""
-        return blank_canvas(canvas), path, "", ""
+        return examples[int(event.index)][0], "", ""
 
     return select
 
 
-def make_clear(service: SearchService, canvas: int):
+def make_clear(service: SearchService):
+    """Everything but the canvas, which the page clears itself (`CLEAR_CANVAS_JS`)."""
     def run():
-        return (blank_canvas(canvas), None, "", "", "Draw, upload or type, then **Search**.", [], [],
-                delta_view(service, None), umap_view(service, None), None, {"base": [], "adapted": []})
+        return (None, "", "", READY, [], [], delta_view(service, None), umap_view(service, None), None,
+                {"base": [], "adapted": []}, *guess_outputs(None))
 
     return run
 
@@ -400,7 +376,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
     with gr.Blocks(title=config.title, analytics_enabled=False) as demo:
         title = gr.Markdown(header(service, config.title))
         indexing = gr.Markdown(indexing_line(service), elem_id="indexing")
-        timer = gr.Timer(1.0, active=not service.ready)
+        timer = gr.Timer(1.0)  # each page refreshes what it was built with once, and while indexing or the UMAP waits
         paths = gr.State({"base": [], "adapted": []})
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=380):
@@ -408,7 +384,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     value=blank_canvas(config.canvas), label="sketch", type="pil", image_mode="RGB",
                     canvas_size=(config.canvas, config.canvas), fixed_canvas=True, layers=False, transforms=(),
                     brush=gr.Brush(default_size=config.brush, colors=["#000000"], color_mode="fixed"),
-                    height=config.canvas + 40, elem_id="sketch")
+                    height=config.canvas + 40, elem_id=CANVAS_ID)
                 sketch_weight = gr.Slider(0, 2, 1.0, step=0.1, label="sketch weight")
                 image = gr.Image(label="image: a painting, a photo, a low-res shot", type="filepath",
                                       sources=["upload", "clipboard"], height=220, elem_id="upload")
@@ -431,10 +407,8 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                         True, label="query expansion: the best matches widen the query, and each candidate is judged "
                               "with its neighbours (the best match stays first)",
                         info="QuARI re-ranking, when on, replaces it", elem_id="expand")
-                    rerank = gr.Checkbox(
-                        False, label="re-rank with QuARI", interactive=service.can_rerank,
-                        info=None if service.can_rerank else "unavailable: no QuARI re-ranker is trained for "
-                                                                "this encoder")
+                    rerank = gr.Checkbox(False, label="re-rank with QuARI", interactive=service.can_rerank,
+                                         info=rerank_info(service), elem_id="rerank")
                     online = gr.Checkbox(
                         False, label="online adaptation: the query encoder keeps adapting to this session's "
                                      "sketches and images", interactive=service.can_online, elem_id="online",
@@ -451,7 +425,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                 example_gallery = gr.Gallery(value=examples, label="examples: one click each", columns=5,
                                              height=260, allow_preview=False, elem_id="examples")
             with gr.Column(scale=3, min_width=480):
-                status = gr.Markdown("Draw, upload or type, then **Search**.", elem_id="status")
+                status = gr.Markdown(READY, elem_id="status")
                 with gr.Row():
                     base_gallery = gr.Gallery(label="base encoder", height=520, allow_preview=False,
                                               columns=SIDE_BY_SIDE if service.can_adapt else ALONE,
@@ -459,31 +433,50 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     adapted_gallery = gr.Gallery(label="Hystar (style-adapted)", columns=SIDE_BY_SIDE, height=520,
                                                  allow_preview=False, visible=service.can_adapt,
                                                  elem_id="adapted-results")
+                with gr.Column(elem_id="guesses"):
+                    guess_text = gr.Markdown(visible=False, elem_id="guess-line")
+                    with gr.Row():
+                        guess_buttons = [gr.Button(visible=False, size="sm", min_width=80, elem_id=f"guess-{number}")
+                                         for number in range(GUESS_BUTTONS)]
+                guessed = gr.State([])
                 with gr.Row():
                     with gr.Column():
-                        delta_plot = gr.Plot(delta_view(service, None), label="ΔS per block", elem_id="delta-plot")
+                        delta_plot = gr.Plot(delta_view(service, None), label="how much Hystar adapts the encoder "
+                                             "(ΔS per block)", elem_id="delta-plot")
                         gr.Markdown(f"<small>{DELTA_HELP}</small>", elem_id="delta-help")
-                    umap_plot = gr.Plot(umap_view(service, None), label="style shift (UMAP)",
-                                        elem_id="umap-plot")
+                    with gr.Column():
+                        umap_plot = gr.Plot(umap_view(service, None), label="style shift (UMAP)",
+                                            elem_id="umap-plot")
+                        gr.Markdown(f"<small>{UMAP_HELP}</small>", elem_id="umap-help")
                 with gr.Accordion("details", open=False):
                     info = gr.JSON(label="last search")
 
         inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
                   rerank, k, online, expand]  # the newest last: callers of the API from before still work
-        outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths]
-        search = make_search(service, results, QueryFiles.of_app(results, examples))
-        new_query = [sketch, image, text, negative]
+        outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths, guess_text,
+                   *guess_buttons, guessed]
+        readable = QueryFiles.of_app(results, examples)
+        search = make_search(service, results, readable)
+        new_query = [image, text, negative]
         # Uploads reach `search` undecoded (preprocess=False): `hystar.images.open_image` judges every file
         # (corrupt, huge, odd modes) and says what is wrong in one line; gradio's own decoding would not.
         searching = dict(fn=search, inputs=inputs, outputs=outputs, preprocess=False)
         search_button.click(**searching, api_name="search")
         text.submit(**searching, api_visibility="private")
-        for gallery, side in ((base_gallery, "base"), (adapted_gallery, "adapted")):
-            gallery.select(make_select(side, config.canvas), [paths], new_query, api_visibility="private") \
+        for number, button in enumerate(guess_buttons):  # a guess into the text, then the same search again
+            button.click(make_pick(number), [guessed, text], text, api_visibility="private") \
                 .then(**searching, api_visibility="private")
-        example_gallery.select(make_example_select(examples, config.canvas), None, new_query,
+        image.upload(make_check_upload(readable), image, image, preprocess=False, api_visibility="private")
+        # The canvas is never set from the server: the editor then re-uploads its layers in a loop and ignores
+        # strokes (gradio 6.3); the page clears it with its own trash button and picks the brush again.
+        for gallery, side in ((base_gallery, "base"), (adapted_gallery, "adapted")):
+            gallery.select(make_select(side), [paths], new_query, js=CLEAR_CANVAS_JS, api_visibility="private") \
+                .then(**searching, api_visibility="private")
+        example_gallery.select(make_example_select(examples), None, new_query, js=CLEAR_CANVAS_JS,
                                api_visibility="private").then(**searching, api_visibility="private")
-        clear_button.click(make_clear(service, config.canvas), None, new_query + outputs, api_visibility="private")
+        clear_button.click(make_clear(service), None, new_query + outputs, js=CLEAR_CANVAS_JS,
+                           api_visibility="private")
+        sketch.clear(None, None, None, js=BRUSH_JS, api_visibility="private")  # its trash icon: the brush stays
         reset_button.click(make_reset_online(service), None, status, api_name="reset_online")
         add_button.click(make_add(service, config.title), [add_files], [add_status, title, add_files, umap_plot],
                          api_name="add_photos")

@@ -41,6 +41,8 @@ from hystar.views import (
     DELTA_TITLES,
     UMAP_ADAPTED,
     UMAP_BASE,
+    MlpOffset,
+    Placement,
     UmapMap,
     delta_figure,
     umap_cache_path,
@@ -296,7 +298,10 @@ def test_searches_are_expanded_by_default_and_keep_the_plain_best_match_first(se
 def test_without_a_trained_re_ranker_asking_for_one_is_a_note(service):
     response = service.search(Query(text="a horse", rerank=True, k=3))
     assert not response.reranked and len(response.base) == 3
-    assert any("no re-ranking" in note for note in response.notes)
+    assert response.processing == {"base": "query expanded", "adapted": "query expanded"}
+    assert any(note.startswith("the base side is not re-ranked (no QuARI re-ranker is trained for it): its results "
+                               "are query-expanded") for note in response.notes)
+    assert not any("hystar train-quari" in note for note in response.notes)  # a command for operators, not visitors
 
 
 @needs_data
@@ -308,7 +313,9 @@ def test_re_ranking_orders_the_candidates_by_the_re_ranker(service):
     reranking = SearchService(service.encoder, Space("base", base.index, base.classes, reranker), candidates=30,
                               umap=None)
     response = reranking.search(Query(text="a photo of an elephant", rerank=True, k=10))
-    assert response.reranked and not response.expanded and not response.notes  # re-ranking replaces expansion
+    assert response.reranked and not response.expanded  # re-ranking replaces expansion
+    assert response.notes == ["re-ranked scores are QuARI's own (a blend with the cosine), lower than cosines: "
+                              "compare ranks, not the numbers, across the two sides"]
     assert_ranked(response.base, 10)
     rows = np.array([r.row for r in response.base])
     expected = reranker.rerank(response.vectors["base"], np.asarray(base.index.vectors[rows], np.float32))
@@ -341,24 +348,58 @@ def test_the_delta_chart_has_a_bar_per_layer_and_query_image_and_the_static_offs
     response = service.search(Query(sketch=EXAMPLES / "sketch_house.png", image=EXAMPLES / "lowres_house.png"))
     figure = delta_figure(response.explanations, response.offsets)
     bars = {trace.name: list(trace.x) for trace in figure.data}
-    assert bars["ΔS · sketch"] == bars["ΔS · image"] == ["block 1", "block 2", "block 3"]
-    assert bars["δs · c_fc"] == bars["δs · c_proj"] == [f"block {b}" for b in range(4)]
+    assert bars["this sketch"] == bars["this image"] == ["block 1", "block 2", "block 3"]
+    assert bars["fixed · MLP c_fc"] == bars["fixed · MLP c_proj"] == [f"block {b}" for b in range(4)]
     titles = [a.text for a in figure.layout.annotations]
     assert titles[:2] == list(DELTA_TITLES)  # one title per panel, each over its own half
     left, right = figure.layout.xaxis.domain, figure.layout.xaxis2.domain
     assert right[0] - left[1] >= 0.15
     assert "‖S‖" in figure.layout.yaxis.title.text and "%" in figure.layout.yaxis.title.text
+    # both panels on the same blocks and the same scale; the block the left one does not adapt says so
+    blocks = [f"block {b}" for b in range(4)]
+    assert list(figure.layout.xaxis.categoryarray) == list(figure.layout.xaxis2.categoryarray) == blocks
+    assert figure.layout.yaxis2.matches == "y"
+    assert any(a.text == "not<br>adapted" and a.x == "block 0" for a in figure.layout.annotations)
+
+
+def test_a_text_query_has_no_delta_panels_only_a_sentence_saying_why():
+    offsets = [MlpOffset(b, layer, 0.1, 0.04) for b in range(4) for layer in ("c_fc", "c_proj")]
+    figure = delta_figure([], offsets)
+    assert not figure.data  # no empty panels, no static bars alone
+    assert "text tower is left as it is" in figure.layout.annotations[0].text
 
 
 @needs_data
 def test_the_umap_view_joins_base_and_adapted_query_by_an_arrow(service):
+    projection = service.umap_map()
     response = service.search(Query(image=EXAMPLES / "painting_guitar.jpg"))
-    figure = umap_figure(service.umap_map(), response.placement)
-    names = [trace.name for trace in figure.data]
-    assert UMAP_BASE in names and UMAP_ADAPTED in names and "guitar" in names
-    assert "base encoder" in UMAP_BASE and "adapted" in UMAP_ADAPTED
+    (x0, y0), (x1, y1) = projection.coords.min(axis=0), projection.coords.max(axis=0)
+    apart = Placement((x0 + 0.3 * (x1 - x0), y0 + 0.5 * (y1 - y0)), (x0 + 0.6 * (x1 - x0), y0 + 0.5 * (y1 - y0)))
+    for placement in (response.placement, apart):
+        figure = umap_figure(projection, placement)
+        names = [trace.name for trace in figure.data]
+        assert UMAP_BASE in names and UMAP_ADAPTED in names and "guitar" in names
+        assert "base encoder" in UMAP_BASE and "adapted" in UMAP_ADAPTED
     [arrow] = [a for a in figure.layout.annotations if a.showarrow]
-    assert (arrow.ax, arrow.ay) == response.placement.base and (arrow.x, arrow.y) == response.placement.adapted
+    assert (arrow.ax, arrow.ay) == apart.base and (arrow.x, arrow.y) == apart.adapted
+    labels = {a.text: a for a in figure.layout.annotations if not a.showarrow}
+    assert labels["base"].xanchor == "right" and labels["Hystar"].xanchor == "left"  # each on its own side
+
+
+def test_the_umap_view_fills_its_panel_and_says_when_base_and_adapted_coincide():
+    rng = np.random.default_rng(0)
+    classes = [f"class_{i % 130}" for i in range(2000)]
+    projection = UmapMap(None, rng.uniform(-5, 5, (2000, 2)), np.arange(2000), classes, {})
+    same = Placement((1.0, 1.0), (1.02, 1.01))
+    figure = umap_figure(projection, same)
+    assert not [a for a in figure.layout.annotations if a.showarrow]
+    assert any("no visible shift" in a.text for a in figure.layout.annotations)
+    assert figure.layout.showlegend is False  # 130 classes: no legend pushing the map aside
+    assert figure.layout.yaxis.scaleanchor is None  # no fixed aspect: the map fills the panel
+    assert figure.layout.xaxis.range[0] <= -5 and figure.layout.xaxis.range[1] >= 5
+    named = [a.text for a in figure.layout.annotations if a.text.startswith("class ")]
+    assert 0 < len(named) <= 8 and all("_" not in name for name in named)  # the classes near the query, named
+    assert "130 classes" in figure.layout.title.text and "query · " not in str(figure.layout.legend)
 
 
 def test_gallery_classes_come_from_the_manifests_else_from_folders(tmp_path):
@@ -538,7 +579,7 @@ def test_reset_gives_back_the_shared_models_results_exactly(app_url):
     again = ask_online(client, PROBE, adapt=False)[5]
     assert again["base"] == first["base"] and again["online"] == first["online"]
     assert first["online"] == {"on": True, "side": "base", "images": 1, "adapted_on": 0, "updates": 0,
-                               "observed": True}
+                               "observed": True, "starts_after": 4}
 
 
 @needs_data

@@ -42,6 +42,7 @@ def page(browser, app_url):  # noqa: F811 - the fixture imported above
 
 
 def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
+    page.locator("#sketch canvas").first.scroll_into_view_if_needed()
     box = page.locator("#sketch canvas").first.bounding_box()
     centre_x, centre_y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     size = min(box["width"], box["height"])
@@ -71,6 +72,104 @@ def test_drawing_on_the_canvas_and_searching_shows_results_and_both_plots(page):
     assert page.locator("#umap-plot .annotation").count() >= 1  # the arrow from base to adapted
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app-sketch-search.png"), full_page=True)
+
+
+def search_and_wait(page) -> str:
+    """Click Search and wait for this search's own status line (not the last one's): its first line."""
+    before = page.locator("#status").inner_text().splitlines()[0]
+    page.locator("#search").click()
+    page.wait_for_function("(before) => { const line = document.querySelector('#status').innerText.split('\\n')[0];"
+                           " return line !== before && /results|⚠/.test(line); }", arg=before, timeout=60_000)
+    return page.locator("#status").inner_text().splitlines()[0]
+
+
+@pytest.fixture
+def fresh_page(browser, app_url):  # noqa: F811 - the fixture imported above
+    page = browser.new_page(viewport={"width": 1600, "height": 1200})
+    page.goto(app_url)
+    page.wait_for_selector("#sketch canvas", timeout=30_000)
+    yield page
+    page.close()
+
+
+def canvas_overlay(page) -> str:
+    """What the canvas's progress overlay says ("" when it shows none)."""
+    return page.locator("#sketch [data-testid=status-tracker]").first.inner_text().strip()
+
+
+def test_clear_after_a_search_leaves_the_canvas_ready_for_the_next_sketch(fresh_page):
+    page = fresh_page
+    draw(page, [HOUSE, DOOR])
+    assert "for sketch" in search_and_wait(page)
+    page.get_by_role("button", name="Clear", exact=True).click()
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Draw, upload or type')")
+    page.wait_for_timeout(2000)
+    assert canvas_overlay(page) == ""  # no "processing" over the canvas
+    assert page.locator("#base-results img").count() == 0
+    draw(page, [HOUSE])
+    status = search_and_wait(page)
+    assert "for sketch" in status and "⚠" not in status
+    assert canvas_overlay(page) == ""
+
+
+def test_clear_before_any_search_keeps_later_strokes(fresh_page):
+    page = fresh_page
+    page.get_by_role("button", name="Clear", exact=True).click()
+    page.wait_for_timeout(1500)
+    draw(page, [HOUSE, DOOR])
+    assert "for sketch" in search_and_wait(page)
+
+
+def test_the_canvas_trash_icon_leaves_the_brush_ready(fresh_page):
+    page = fresh_page
+    draw(page, [HOUSE])
+    page.locator("#sketch button[aria-label='Clear canvas']").click()
+    page.wait_for_timeout(1000)
+    assert "highlight" in page.locator("#sketch button[aria-label='Brush']").get_attribute("class")
+    draw(page, [HOUSE, DOOR])  # no click on the brush first
+    assert "for sketch" in search_and_wait(page)
+
+
+UMAP_FILL = """() => {
+    const area = document.querySelector('#umap-plot .nsewdrag').getBoundingClientRect();
+    const dots = [...document.querySelectorAll('#umap-plot .scatterlayer .point')].map(d => d.getBoundingClientRect());
+    const w = Math.max(...dots.map(b => b.right)) - Math.min(...dots.map(b => b.left));
+    const h = Math.max(...dots.map(b => b.bottom)) - Math.min(...dots.map(b => b.top));
+    return Math.min(w / area.width, h / area.height);
+}"""
+
+
+def test_after_a_search_the_umap_view_still_fills_its_panel_and_a_guess_click_searches_again(fresh_page):
+    page = fresh_page
+    page.wait_for_selector("#umap-plot .scatterlayer .point", timeout=30_000)
+    before = page.evaluate(UMAP_FILL)
+    draw(page, [HOUSE, DOOR])
+    assert "for sketch" in search_and_wait(page)
+    page.wait_for_timeout(1500)
+    after = page.evaluate(UMAP_FILL)
+    assert after > 0.8 and after > before - 0.05, (before, after)  # not shrunk into a corner
+    line = page.locator("#guess-line").inner_text()
+    assert line.startswith("Reads as (a guess") and "%" in line
+    button = page.locator("#guess-1")
+    name = button.inner_text().strip().removeprefix("+ ").rsplit(" (", 1)[0]
+    before = page.locator("#status").inner_text().splitlines()[0]
+    button.click()
+    page.wait_for_function("(before) => { const line = document.querySelector('#status').innerText.split('\\n')[0];"
+                           " return line !== before && /results|⚠/.test(line); }", arg=before, timeout=60_000)
+    assert "for sketch + text" in page.locator("#status").inner_text()
+    assert page.get_by_label("text", exact=True).input_value() == name
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app-guess-clicked.png"), full_page=True)
+
+
+def test_a_non_image_upload_is_taken_off_at_once_with_why(fresh_page, tmp_path):
+    notes = tmp_path / "notes.png"
+    notes.write_text("not a picture")
+    fresh_page.locator("#upload input[type=file]").set_input_files(str(notes))
+    fresh_page.wait_for_selector(".toast-body", timeout=30_000)
+    assert "not a usable image" in fresh_page.locator(".toast-body").first.inner_text()
+    fresh_page.wait_for_timeout(500)
+    assert fresh_page.locator("#upload img").count() == 0  # no broken picture left in the upload box
 
 
 def test_one_click_on_an_example_searches_with_it(page):
@@ -120,6 +219,7 @@ def test_a_sketch_while_the_gallery_is_indexed_says_indexing_then_gets_results(b
     page.wait_for_selector("#sketch canvas", timeout=30_000)
     page.wait_for_function("document.querySelector('#indexing').innerText.includes('indexing')",
                            timeout=30_000)  # the progress line, refreshed by the page's timer
+    assert "offered once the gallery is indexed" in page.locator("#rerank").inner_text()  # not "unavailable"
     draw(page, [HOUSE, DOOR])
     page.locator("#search").click()
     page.wait_for_function("document.querySelector('#status').innerText.includes('%')", timeout=60_000)

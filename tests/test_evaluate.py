@@ -198,3 +198,26 @@ def test_a_report_is_written_beside_its_out_name_whatever_dots_or_ending_it_has(
 def test_eval_of_a_folder_without_a_manifest_says_so(tmp_path, capsys):
     assert main(["eval", "--data", str(tmp_path)]) == 2
     assert "missing manifest.csv" in capsys.readouterr().err
+
+
+def test_guess_metrics_count_the_true_class_first_and_among_three():
+    from hystar.eval.guesses import guess_metrics
+
+    probabilities = np.array([[0.6, 0.3, 0.1, 0.0], [0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.4, 0.1]])
+    metrics = guess_metrics(probabilities, np.array([0, 0, -1]))  # first right; fourth of four; not in the names
+    assert metrics["queries"] == 3
+    assert metrics["top1"] == pytest.approx(100 / 3) and metrics["top3"] == pytest.approx(100 / 3)
+    assert metrics["confidence"] == pytest.approx(100 * (0.6 + 0.4 + 0.4) / 3)
+    assert metrics["nll"] == pytest.approx(-(np.log(0.6) + np.log(0.1)) / 2)
+
+
+def test_eval_guesses_reports_first_and_three_guess_accuracy_of_the_sketches(folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "guesses"
+    assert main(["eval", "--guesses", "--data", str(folder), "--out", str(out)]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())[folder.name]
+    classes, shipped = report["base"]["classes"], report["base"]["shipped"]
+    assert classes["queries"] == 4 and classes["vocabulary"] == 2 and classes["covered"] == 2  # square, box
+    assert 0 <= classes["top1"] <= classes["top3"] <= 100 and classes["top3"] == 100  # three guesses of two names
+    assert shipped["vocabulary"] > 345 and shipped["covered"] == 1  # "square" is a Quick, Draw! category
+    assert "first guess right" in out.with_suffix(".md").read_text()

@@ -72,6 +72,19 @@ def test_search_json_is_machine_readable(tmp_path, indexed, gallery, run_cli):
     assert payload["results"][0]["relpath"] == gallery[0].relative_to(tmp_path / "photos").as_posix()
 
 
+def test_search_json_says_what_an_image_query_reads_as_from_the_shipped_vocabulary(indexed, gallery, run_cli):
+    from hystar.guesses import SHIPPED, shipped_vocabulary
+
+    payload = json.loads(run_cli("search", indexed, "--image", gallery[0], "--json").out)
+    guesses = payload["guesses"]
+    assert len(guesses) == 3 and payload["guess_vocabulary"] == SHIPPED  # an index has no class names
+    assert {g["name"] for g in guesses} <= set(shipped_vocabulary().names)
+    probabilities = [g["probability"] for g in guesses]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    text = json.loads(run_cli("search", indexed, "--text", "a red square", "--json").out)
+    assert text["guesses"] == []  # guesses read the image part of a query
+
+
 def test_no_expand_gives_plain_nearest_neighbours_with_the_same_best_match(indexed, run_cli):
     def ranked(*flags):
         result = run_cli("search", indexed, "--text", "a red square", "-k", "6", "--json", *flags)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import torch
 
-from ..data import EVAL_DATASETS, QUICKDRAW, data_root
+from ..data import EVAL_DATASETS, QUICKDRAW, data_root, load_dataset
+from ..doodles import load_quickdraw
 from ..encoder import DEFAULT_ENCODER
 from ..eval.compare import models_to_compare, render_report, run_eval, write_report
+from ..eval.guesses import guessed_queries, guesses_table, sketch_guesses
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
 from ..online import PARAMETER_SETS, OnlineConfig
 from ..paths import RERANKER_DIR
@@ -74,6 +76,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="write OUT.json and OUT.md")
     parser.add_argument("--render", type=Path, metavar="OUT.json",
                         help="print (and with --out write) the tables of a saved report instead of evaluating")
+    parser.add_argument("--guesses", action="store_true",
+                        help="instead of the tables: how often the app's \"reads as\" guesses name what a sketch "
+                             "depicts (first guess, among the three), per model and vocabulary, for the sketches of "
+                             "--split in each --data set that has sketches (default: sketchy)")
     online = parser.add_argument_group("online adaptation (instead of the tables)")
     online.add_argument("--online", action="store_true",
                         help="feed a stream of test queries through an online session per model; report the later "
@@ -109,9 +115,34 @@ def run_online(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_guesses(args: argparse.Namespace) -> int:
+    args.rerank, args.expand, args.baseline = "none", None, "none"
+    base, models = models_to_compare(args)
+    models = {label: model for label, model in models.items() if hasattr(model, "encode_text")}
+    sections, results = [], {}
+    for name in args.data or ["sketchy", *([QUICKDRAW] if QUICKDRAW in default_datasets() else [])]:
+        dataset = load_quickdraw() if name == QUICKDRAW else load_dataset(name)
+        if not guessed_queries(dataset, args.split)[0]:
+            print(f"hystar eval: {name} has no sketches or doodles in its {args.split} split; skipped")
+            continue
+        results[dataset.name] = sketch_guesses(models, base, dataset, split=args.split)
+        kind = "doodles" if dataset.words else "sketches"
+        sections.append(f"### {dataset.name} ({args.split} {kind})\n\n"
+                        f"{guesses_table(results[dataset.name], dataset.name)}")
+    text = (f"Command: `hystar {' '.join(args.argv)}`\n\nThe app's \"reads as\" guesses (`hystar.guesses`): the "
+            f"text tower's zero-shot names for the sketch or doodle, as the app prepares it.\n\n"
+            + "\n\n".join(sections) + "\n")
+    print(text)
+    if args.out:
+        write_report(args.out, text, results)
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.online:
         return run_online(args)
+    if args.guesses:
+        return run_guesses(args)
     if args.render:
         report = json.loads(args.render.read_text())
         command = report.get("command") or f"hystar eval (rendered from {args.render})"

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..encoder import DEFAULT_ENCODER, Encoder
 from ..encoder.search import EncoderIdentity, open_search_encoder
+from ..guesses import guess_line
 from ..index import (
     KINDS,
     REPORT,
@@ -180,20 +182,25 @@ def run_search(args: argparse.Namespace) -> int:
     service = SearchService.over_index(index, encoder.base, encoder if adapted else None, reranker, args.candidates)
     query = Query(text=args.text or "", image=args.image, k=args.k, adapt=adapted, rerank=reranker is not None,
                   expand=not args.no_expand)
-    hits = []
+    hits, guesses, vocabulary = [], [], ""
     if len(index):
         try:
             response = service.search(query, place=False)
         except QueryError as error:
             raise ValueError(str(error)) from None
         hits = response.adapted if adapted else response.base
+        guesses, vocabulary = response.guesses, response.vocabulary
     if args.json:
         asked = {"text": args.text} if args.text is not None else {"image": str(args.image)}
         print(json.dumps({"index": str(args.index), "query": asked, "adapted": adapted, "rerank": args.rerank,
                           "expanded": not args.no_expand,
                           "results": [{"rank": h.rank, "score": round(h.score, 6), "path": str(h.path),
-                                       "relpath": h.name} for h in hits]}, indent=2))
+                                       "relpath": h.name} for h in hits],
+                          "guesses": [{"name": g.name, "probability": round(g.probability, 4)} for g in guesses],
+                          "guess_vocabulary": vocabulary}, indent=2))
         return 0
+    if guesses:  # on stderr: stdout stays one result a line
+        print(f"reads as (a guess from {vocabulary}): {guess_line(guesses)}", file=sys.stderr)
     if not hits:
         print(f"no results: {args.index} holds no images")
     for hit in hits:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from ..defaults import DEFAULT_ENCODER
 from .base import Encoder, TextTower, VisionTower
 from .mini import load_mini
 from .openclip import HubUnavailableError, load_openclip
-
-DEFAULT_ENCODER = "hystar-mini"
 
 __all__ = ["DEFAULT_ENCODER", "Encoder", "HubUnavailableError", "TextTower", "VisionTower", "load_encoder",
            "shared_encoder"]

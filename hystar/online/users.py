@@ -31,6 +31,7 @@ class OnlineStatus:
     adapted_on: int                    # of them, the reliable ones its adaptation is computed on
     updates: int                       # adaptation steps taken
     observed: bool                     # this search's images were observed (a text-only query has none)
+    starts_after: int = 0              # query images a session sees before it first judges one reliable
 
 
 class TrackedSession:
@@ -56,7 +57,8 @@ class TrackedSession:
 
     def status(self, observed: bool) -> OnlineStatus:
         with self._lock:
-            return OnlineStatus(self.side, self.images, self.adapted_on, self.session.steps, observed)
+            return OnlineStatus(self.side, self.images, self.adapted_on, self.session.steps, observed,
+                                self.session.cfg.min_history)
 
 
 class OnlineSessions:
