@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import math
 import random
 import shutil
 import sys
@@ -40,6 +41,37 @@ HOUSE = [[(-0.36, 0.38), (-0.36, -0.05), (0.0, -0.38), (0.36, -0.05), (0.36, 0.3
 GIRAFFE = [[(0.10, 0.40), (0.12, 0.25), (0.30, 0.25), (0.32, 0.40)],        # legs and body
            [(0.12, 0.25), (0.10, 0.35)], [(0.30, 0.25), (0.30, 0.37)],
            [(0.28, 0.25), (0.36, 0.05), (0.42, 0.04)]]                     # neck and head
+
+
+def circle(cx, cy, r, n=20, start=0.0, end=2 * math.pi):
+    return [(cx + r * math.cos(start + (end - start) * k / n), cy + r * math.sin(start + (end - start) * k / n))
+            for k in range(n + 1)]
+CAT_FACE = [circle(0, 0.06, 0.3),
+            [(-0.26, -0.08), (-0.22, -0.36), (-0.06, -0.22)], [(0.06, -0.22), (0.22, -0.36), (0.26, -0.08)],
+            circle(-0.11, -0.02, 0.04, 10), circle(0.11, -0.02, 0.04, 10),
+            [(-0.03, 0.08), (0.03, 0.08), (0.0, 0.12), (-0.03, 0.08)],
+            [(0.0, 0.12), (-0.05, 0.18)], [(0.0, 0.12), (0.05, 0.18)],
+            [(-0.08, 0.12), (-0.36, 0.06)], [(-0.08, 0.15), (-0.37, 0.16)],
+            [(0.08, 0.12), (0.36, 0.06)], [(0.08, 0.15), (0.37, 0.16)]]
+TREE = [[(-0.06, 0.38), (-0.05, 0.08)], [(0.06, 0.38), (0.05, 0.08)], [(-0.2, 0.38), (0.2, 0.38)],
+        [(-0.05, 0.08), (-0.2, 0.1), (-0.32, 0.0), (-0.3, -0.15), (-0.22, -0.3), (-0.05, -0.38), (0.12, -0.35),
+         (0.28, -0.25), (0.33, -0.08), (0.28, 0.05), (0.18, 0.1), (0.05, 0.08)]]
+STICK_FIGURE = [circle(0, -0.25, 0.12), circle(-0.045, -0.28, 0.012, 6), circle(0.045, -0.28, 0.012, 6),
+                circle(0, -0.25, 0.07, 10, 0.35, math.pi - 0.35),
+                [(0, -0.13), (0, 0.15)], [(-0.25, -0.05), (0, -0.02), (0.25, -0.05)],
+                [(0, 0.15), (-0.17, 0.38)], [(0, 0.15), (0.17, 0.38)]]
+AIRPLANE_ABOVE = [[(0, -0.38), (0.04, -0.3), (0.05, 0.25), (0.0, 0.32), (-0.05, 0.25), (-0.04, -0.3), (0, -0.38)],
+                  [(-0.045, -0.06), (-0.38, 0.08), (-0.38, 0.13), (-0.05, 0.06)],
+                  [(0.045, -0.06), (0.38, 0.08), (0.38, 0.13), (0.05, 0.06)],
+                  [(-0.04, 0.22), (-0.15, 0.3), (-0.15, 0.33), (-0.02, 0.3)],
+                  [(0.04, 0.22), (0.15, 0.3), (0.15, 0.33), (0.02, 0.3)]]
+GIRAFFE_FILLING = [[(-0.3, 0.38), (-0.28, 0.1), (0.12, 0.1), (0.14, 0.38)],
+                   [(-0.28, 0.1), (-0.32, 0.36)], [(0.12, 0.1), (0.1, 0.36)],
+                   [(0.1, 0.1), (0.22, -0.3), (0.34, -0.34), (0.36, -0.28), (0.24, -0.24), (0.14, 0.12)]]
+# what issue 27 asks of the drawings people make (each filling the canvas): the class whose photos must come back
+DRAWINGS = {"cat face": (CAT_FACE, "cat"), "tree": (TREE, "tree"), "smiling stick figure": (STICK_FIGURE, "person"),
+            "airplane seen from above": (AIRPLANE_ABOVE, "airplane"), "house": (HOUSE, "house"),
+            "giraffe": (GIRAFFE_FILLING, "giraffe")}
 
 
 def is_same_file(photo: Path, name: str) -> bool:
@@ -105,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", type=int, default=0,
                         help="also N seeded gallery photos per dataset as thumbnails through the API (demo gallery)")
     parser.add_argument("--log", type=Path, help="the server's log: checked for tracebacks once the tour is done")
+    parser.add_argument("--drawings", action="store_true",
+                        help="only the drawings people make (a cat's face, a tree, a smiling stick figure, an airplane "
+                             "seen from above, a house, a giraffe), each filling the canvas: how many of the top 8 "
+                             "of each side are of its class")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
@@ -118,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         page.goto(args.url)
         page.wait_for_selector("#sketch canvas", timeout=60_000)
         page.wait_for_timeout(4000)
+        if args.drawings:
+            tour_drawings(page)
+            browser.close()
+            return check_log(args.log)
         page.screenshot(path=str(OUT / "page-as-it-opens.png"), full_page=True)
         draw(page, HOUSE)
         search_and_report(page, "house-filling-the-canvas")
@@ -149,11 +189,29 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nscreenshots in {OUT}; the thumbnail was {args.photo} at {image.size[0]}x{image.size[1]} px")
     if args.sample:
         sample_thumbnails(client, args.sample, thumb)
-    if args.log is not None:
-        tracebacks = args.log.read_text(errors="replace").count("Traceback")
-        print(f"\nserver log {args.log}: {tracebacks} traceback(s)")
-        return 1 if tracebacks else 0
-    return 0
+    return check_log(args.log)
+
+
+def check_log(log: Path | None) -> int:
+    if log is None:
+        return 0
+    tracebacks = log.read_text(errors="replace").count("Traceback")
+    print(f"\nserver log {log}: {tracebacks} traceback(s)")
+    return 1 if tracebacks else 0
+
+
+def tour_drawings(page, top: int = 8) -> None:
+    """Each of DRAWINGS drawn with the mouse, searched, then cleared: the photos of its class among each side's
+    first `top` (by the class the gallery gives each photo)."""
+    for name, (strokes, wanted) in DRAWINGS.items():
+        draw(page, strokes)
+        search_and_report(page, name.replace(" ", "-"))
+        for side in ("base", "adapted"):
+            labels = [c.split(" · ")[0].strip() for c in page.locator(f"#{side}-results").inner_text().splitlines()
+                      if " · " in c][:top]
+            print(f"  {side:8s}: {sum(label == wanted for label in labels)} of {top} are {wanted}")
+        page.get_by_role("button", name="Clear", exact=True).click()
+        page.wait_for_timeout(2000)
 
 
 def save_thumbnail(photo: Path, out: Path) -> Image.Image:
