@@ -206,12 +206,23 @@ def tour_drawings(page, top: int = 8) -> None:
     for name, (strokes, wanted) in DRAWINGS.items():
         draw(page, strokes)
         search_and_report(page, name.replace(" ", "-"))
-        for side in ("base", "adapted"):
-            labels = [c.split(" · ")[0].strip() for c in page.locator(f"#{side}-results").inner_text().splitlines()
-                      if " · " in c][:top]
-            print(f"  {side:8s}: {sum(label == wanted for label in labels)} of {top} are {wanted}")
+        count_class(page, wanted, top)
+        guess = next((page.locator(f"#guess-{k}") for k in range(3) if page.locator(f"#guess-{k}").is_visible()
+                      and page.locator(f"#guess-{k}").inner_text().strip().lstrip("+ ").strip() == wanted), None)
+        print(f"  '{wanted}' is {'among' if guess else 'not among'} the three guesses")
+        if guess is not None:
+            search_and_report(page, f"{name.replace(' ', '-')}-plus-its-guess", click=guess)
+            count_class(page, wanted, top)
         page.get_by_role("button", name="Clear", exact=True).click()
+        page.locator("textarea").nth(0).fill("")
         page.wait_for_timeout(2000)
+
+
+def count_class(page, wanted: str, top: int) -> None:
+    for side in ("base", "adapted"):
+        labels = [c.split(" · ")[0].strip() for c in page.locator(f"#{side}-results").inner_text().splitlines()
+                  if " · " in c][:top]
+        print(f"  {side:8s}: {sum(label == wanted for label in labels)} of {top} are {wanted}")
 
 
 def save_thumbnail(photo: Path, out: Path) -> Image.Image:
