@@ -208,7 +208,7 @@ def tour_drawings(page, top: int = 8) -> None:
         search_and_report(page, name.replace(" ", "-"))
         count_class(page, wanted, top)
         guess = next((page.locator(f"#guess-{k}") for k in range(3) if page.locator(f"#guess-{k}").is_visible()
-                      and page.locator(f"#guess-{k}").inner_text().strip().lstrip("+ ").strip() == wanted), None)
+                      and page.locator(f"#guess-{k}").inner_text().strip().lstrip("+ ").split(" (")[0] == wanted), None)
         print(f"  '{wanted}' is {'among' if guess else 'not among'} the three guesses")
         if guess is not None:
             search_and_report(page, f"{name.replace(' ', '-')}-plus-its-guess", click=guess)
