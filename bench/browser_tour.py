@@ -133,7 +133,8 @@ def umap_fill(page) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:7860/")
-    parser.add_argument("--photo", type=Path, required=True, help="a photo of the gallery, uploaded as a thumbnail")
+    parser.add_argument("--photo", type=Path, help="a photo of the gallery, uploaded as a thumbnail (needed unless "
+                                                    "--drawings)")
     parser.add_argument("--sample", type=int, default=0,
                         help="also N seeded gallery photos per dataset as thumbnails through the API (demo gallery)")
     parser.add_argument("--log", type=Path, help="the server's log: checked for tracebacks once the tour is done")
@@ -142,11 +143,13 @@ def main(argv: list[str] | None = None) -> int:
                              "seen from above, a house, a giraffe), each filling the canvas: how many of the top 8 "
                              "of each side are of its class")
     args = parser.parse_args(argv)
+    if args.photo is None and not args.drawings:
+        parser.error("--photo is needed (a photo of the gallery), unless --drawings")
     from playwright.sync_api import sync_playwright
 
     OUT.mkdir(parents=True, exist_ok=True)
     thumb = Path(tempfile.mkdtemp()) / "thumbnail.jpg"
-    image = save_thumbnail(args.photo, thumb)
+    image = save_thumbnail(args.photo, thumb) if args.photo else None
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
