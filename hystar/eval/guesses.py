@@ -2,9 +2,9 @@
 the three guesses, for a dataset's test sketches prepared as the app prepares them; per model, per vocabulary.
 
 Vocabularies: "classes", the dataset's own class names (what the app uses on a gallery with class names); "shipped",
-the vocabulary the app falls back to (a sketch whose class is not in it counts as a miss; `covered` says how many
-classes it holds). The mean probability of the first guess beside the first-guess accuracy says whether the shown
-percentages can be taken at their word.
+the vocabulary the app falls back to (a query whose name is not in it counts as a miss; `covered` says how many of
+the queries' names it holds; doodles are named by their Quick, Draw! category). The mean probability of the first
+guess beside the first-guess accuracy says whether the shown percentages can be taken at their word.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def guesses_table(results: Mapping[str, Mapping[str, dict]], dataset: str) -> st
         for which, m in per_vocabulary.items():
             unseen = m.get("groups", {}).get("unseen")
             groups = f"{unseen['top1']:.1f} % / {unseen['top3']:.1f} %" if unseen else "–"
-            names = f"{which} ({m['vocabulary']} names, {m['covered']} of the classes)"
+            names = f"{which} ({m['vocabulary']} names; {m['covered']} of the queries' names in it)"
             lines.append(f"| {label} | {names} | {m['queries']} | {m['top1']:.1f} % | {m['top3']:.1f} % | "
                          f"{m['confidence']:.1f} % | {groups} |")
     return "\n".join(lines)
