@@ -9,10 +9,9 @@ from pathlib import Path
 
 import torch
 
-from ..data import EVAL_DATASETS, QUICKDRAW, data_root, load_dataset
-from ..doodles import load_quickdraw
+from ..data import EVAL_DATASETS, QUICKDRAW, data_root
 from ..encoder import DEFAULT_ENCODER
-from ..eval.compare import models_to_compare, render_report, run_eval, write_report
+from ..eval.compare import eval_dataset, models_to_compare, render_report, run_eval, write_report
 from ..eval.guesses import guessed_queries, guesses_table, sketch_guesses
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
 from ..online import PARAMETER_SETS, OnlineConfig
@@ -121,7 +120,7 @@ def run_guesses(args: argparse.Namespace) -> int:
     models = {label: model for label, model in models.items() if hasattr(model, "encode_text")}
     sections, results = [], {}
     for name in args.data or ["sketchy", *([QUICKDRAW] if QUICKDRAW in default_datasets() else [])]:
-        dataset = load_quickdraw() if name == QUICKDRAW else load_dataset(name)
+        dataset = eval_dataset(name)
         if not guessed_queries(dataset, args.split)[0]:
             print(f"hystar eval: {name} has no sketches or doodles in its {args.split} split; skipped")
             continue

@@ -71,6 +71,11 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
     return base, models
 
 
+def eval_dataset(name: str):
+    """A dataset to evaluate on: the doodle protocol's (`quickdraw`), a named one or any folder with a manifest."""
+    return load_quickdraw() if name == QUICKDRAW else load_dataset(name)
+
+
 @torch.no_grad()
 def run_eval(args: Any) -> dict:
     """One report over `args.data`: every model on the tasks of `tasks_for` (with `args.canvas` the canvas protocol
@@ -80,7 +85,7 @@ def run_eval(args: Any) -> dict:
               "doodle_text": {}, "query_norm": not args.no_query_norm}
     embeddings: dict = {}  # models that only re-score (+qe, +quari) reuse their model's embeddings
     for name in args.data:
-        dataset = load_quickdraw() if name == QUICKDRAW else load_dataset(name)
+        dataset = eval_dataset(name)
         tasks = [t for t in tasks_for(dataset, split=args.split, canvas=args.canvas)
                  if not args.styles or t.query_style in args.styles]
         for label, model in models.items():
