@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="weight of COCO-mini train photos against one of their captions (text -> image)")
     parser.add_argument("--start-from", type=Path, default=MINI_DIR,
                         help="the hystar-mini folder whose weights training starts from (default: the shipped model)")
-    doodles = parser.add_argument_group("Quick, Draw! doodles (hystar-mini v3)")
+    doodles = parser.add_argument_group("Quick, Draw! doodles (hystar-mini v3 and later)")
     doodles.add_argument("--doodle-batch", type=int, default=DoodleConfig.batch, help="doodles per step (0: none)")
     doodles.add_argument("--doodle-views", type=int, default=DoodleConfig.views,
                          help="augmented canvas drawings of each train doodle (strokes dropped or shortened)")

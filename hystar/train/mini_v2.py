@@ -8,9 +8,10 @@ token's thumbnail projection (both read the thumbnail: the colour layout a low-r
 transformer blocks are trained.
 Lineage: ImageNet stages + v1's head -> v2.0 (4 epochs, no thumbnail; `assets/hystar-mini-v2.0`) -> v2.2 (this
 trainer's default start: v2.0 with zero thumbnail weights, so it starts embedding exactly as v2.0; no sketch batch)
--> v2.3 (`--start-from` v2.2, with the sketch batch) -> v2.4 (4 more, caption weight 1.5) -> v3 (from v2.4, the
-trainer's default start now: the shipped model, with Quick, Draw! doodles, `--doodle-batch`). v2.1 (tokens read the
-thumbnail, no class-token path, no low-res loss; 5 epochs) is in git history only.
+-> v2.3 (`--start-from` v2.2, with the sketch batch) -> v2.4 (4 more, caption weight 1.5) -> v3 (2 more, with Quick,
+Draw! doodles, `--doodle-batch 128`) -> v3.1 (4 more, 192 doodles a step, caption weight 1.5). The trainer's default
+start is now the shipped model. v2.1 (tokens read the thumbnail, no class-token path, no low-res loss; 5 epochs) is
+in git history only.
 
 BatchNorm in the trained stages runs in eval mode: the ImageNet running statistics are frozen, the affine scale and
 shift are trained. With batches of 64 mixed-style views on the CPU, batch statistics would be noisy, and the running
