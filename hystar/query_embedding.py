@@ -1,6 +1,7 @@
 """A query's parts to vectors, in three steps:
 
 1. `query_parts`: the parts that count (a blank canvas or a part weighted 0 does not), images opened and checked;
+   `texts_to_encode`: what the text tower reads of them (a bare name as the model's class prompt);
 2. `encode`: the GPU work, in one call (`hystar.zerogpu` runs it inside `spaces.GPU` where there is ZeroGPU):
    pixel tensors and texts in, plain arrays out (`Encoded`). With an adapter, the image parts go through the trunk
    once and come out twice (`HystarEncoder.explain`); an online session, when there is one, embeds the side it
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import PROMPT
 from .embed import embed_pixels, embed_texts
 from .images import is_blank, open_image
 from .query import prepare_query
@@ -64,6 +66,25 @@ def query_parts(query) -> Parts:
     if not images and not any(weight > 0 for _, weight, _ in texts):
         raise QueryError(empty_message(query))
     return Parts(images, texts)
+
+
+NAME_WORDS = 3  # a text of at most this many words, no sentence, is read as a name
+
+
+def text_prompt(text: str) -> str:
+    """What the text tower reads for the query's text: a bare name ("person", "red car", a clicked guess) as
+    "a photo of a {name}", the prompt the model learnt class names in (a bare word lands far from its photos);
+    anything longer, a sentence or a text that starts with an article as typed."""
+    if len(text.split()) > NAME_WORDS or any(mark in text for mark in ".!?") \
+            or text.lower().startswith(("a ", "an ", "the ", "photo")):
+        return text
+    return PROMPT.format(text)
+
+
+def texts_to_encode(parts: Parts) -> list[str]:
+    """The text parts as the text tower reads them: the search text through `text_prompt`; the negative text as
+    typed (it names what to push away: "blurry", "a drawing")."""
+    return [text_prompt(text) if name == "text" else text for name, _, text in parts.texts]
 
 
 def pixels_of(encoder, parts: Parts) -> torch.Tensor | None:

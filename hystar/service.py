@@ -64,7 +64,7 @@ from .online.served import ServedOnline
 from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
 from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
-from .query_embedding import Encoded, QueryError, encode, fuse, fused, pixels_of, query_parts
+from .query_embedding import Encoded, QueryError, encode, fuse, fused, pixels_of, query_parts, texts_to_encode
 from .ranking import QueryExpansion
 from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
@@ -591,7 +591,7 @@ class SearchService:
     def _embed(self, query: Query, adapt: bool, online: tuple[str, str] | None = None) -> _Embedded:
         """The query's vectors: its parts prepared here, encoded in one GPU call, fused per side."""
         parts = query_parts(query)
-        encoded = self._gpu.query("_encode", pixels_of(self.encoder, parts), [t for _, _, t in parts.texts],
+        encoded = self._gpu.query("_encode", pixels_of(self.encoder, parts), texts_to_encode(parts),
                                   adapt, online)
         side = "adapted" if adapt else "base"
         explanations = self._shifts.explanations([n for n, _, _ in parts.images], encoded.delta_s) \

@@ -13,6 +13,7 @@ from hystar.embed import embed_image
 from hystar.encoder import load_encoder
 from hystar.images import open_image
 from hystar.query import prepare_query
+from hystar.query_embedding import Parts, text_prompt, texts_to_encode
 from hystar.synthetic import MOSAIC_FACTOR, mosaic, synthesize
 
 needs_data = pytest.mark.skipif(not (data_root() / "pacs" / "manifest.csv").is_file(),
@@ -105,3 +106,13 @@ def test_a_deblocked_mosaic_embeds_closer_to_its_own_photo():
         raw.append(float(embed_image(encoder, blocky) @ target))
         prepared.append(float(embed_image(encoder, prepare_query(blocky)) @ target))
     assert np.mean(prepared) > np.mean(raw) + 0.02
+
+
+def test_a_bare_name_in_the_text_is_read_as_the_class_prompt_and_a_sentence_as_typed():
+    assert text_prompt("person") == "a photo of a person"          # a clicked guess, a typed class name
+    assert text_prompt("red car") == "a photo of a red car"
+    assert text_prompt("a dog on a beach") == "a dog on a beach"   # starts with an article: a description
+    assert text_prompt("dogs running on the beach at dusk") == "dogs running on the beach at dusk"
+    assert text_prompt("Guitar.") == "Guitar."                     # a sentence
+    parts = Parts(images=[], texts=[("text", 1.0, "person"), ("negative text", -0.5, "blurry")])
+    assert texts_to_encode(parts) == ["a photo of a person", "blurry"]  # what to push away stays as typed
