@@ -6,13 +6,14 @@
    pixel tensors and texts in, plain arrays out (`Encoded`). With an adapter, the image parts go through the trunk
    once and come out twice (`HystarEncoder.explain`); an online session, when there is one, embeds the side it
    adapts (and takes one step);
-3. `fuse`: each side's normalised weighted sum, the negative text subtracted.
+3. `lean_drawings`: each drawing's vectors leaned toward the names it reads as (`hystar.guesses.NamePrior`);
+4. `fuse`: each side's normalised weighted sum, the negative text subtracted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from .data import PROMPT
 from .embed import embed_pixels, embed_texts
 from .images import is_blank, open_image
 from .query import prepare_query
+from .sketch import is_line_drawing
 
 
 class QueryError(ValueError):
@@ -32,6 +34,7 @@ class QueryError(ValueError):
 class Parts:
     images: list[tuple[str, float, Any]]       # (name, weight, opened image): "sketch", "image"
     texts: list[tuple[str, float, str]]        # (name, signed weight, text): "text", "negative text"
+    drawings: list[bool] = field(default_factory=list)   # per image part: drawn on the canvas or a line drawing
 
     @property
     def names(self) -> list[str]:
@@ -65,7 +68,7 @@ def query_parts(query) -> Parts:
         texts.append(("negative text", -float(query.negative_weight), query.negative.strip()))
     if not images and not any(weight > 0 for _, weight, _ in texts):
         raise QueryError(empty_message(query))
-    return Parts(images, texts)
+    return Parts(images, texts, [name == "sketch" or is_line_drawing(image) for name, _, image in images])
 
 
 NAME_WORDS = 3  # a text of at most this many words, no sentence, is read as a name
@@ -91,8 +94,8 @@ def pixels_of(encoder, parts: Parts) -> torch.Tensor | None:
     """The image parts as the encoder's input, prepared on the CPU (drawings normalised, mosaics de-blocked)."""
     if not parts.images:
         return None
-    return torch.stack([encoder.preprocess(prepare_query(image, drawn=name == "sketch"))
-                        for name, _, image in parts.images])
+    return torch.stack([encoder.preprocess(prepare_query(image, drawn=drawn))
+                        for (_, _, image), drawn in zip(parts.images, parts.drawings, strict=True)])
 
 
 @torch.no_grad()
@@ -122,6 +125,22 @@ def encode(encoder, adapter, pixels: torch.Tensor | None, texts: Sequence[str], 
     out.delta_s = {block: delta.detach().float().cpu() for block, delta in explained["delta_s"].items()}
     out.static = {name: shift.detach().float().cpu() for name, shift in explained["static"].items()}
     return out
+
+
+def lean_drawings(parts: Parts, encoded: Encoded, lean: Callable[[np.ndarray], np.ndarray]) -> Encoded:
+    """`encoded` with each drawing's image vectors (both sides) passed through `lean` (`hystar.guesses.NamePrior`);
+    photos, paintings and texts as they were."""
+    rows = [row for row, drawn in enumerate(parts.drawings) if drawn]
+    if not rows:
+        return encoded
+    sides = {}
+    for side in ("base", "adapted"):
+        vectors = getattr(encoded, side)
+        if vectors is not None:
+            vectors = vectors.copy()
+            vectors[rows] = lean(vectors[rows])
+        sides[side] = vectors
+    return replace(encoded, **sides)
 
 
 def fuse(parts: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:

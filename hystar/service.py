@@ -55,7 +55,16 @@ from .gallery import (
     gallery_source,
     upload_gallery_dir,
 )
-from .guesses import GALLERY, Guess, GuessConfig, GuesserCache, Vocabulary, display_name, vocabulary_for
+from .guesses import (
+    GALLERY,
+    Guess,
+    GuessConfig,
+    GuesserCache,
+    NamePrior,
+    Vocabulary,
+    display_name,
+    vocabulary_for,
+)
 from .images import ImageError
 from .index import GalleryIndex, Rescorer
 from .index.sides import Progress
@@ -64,7 +73,18 @@ from .online.served import ServedOnline
 from .online.users import OnlineServiceConfig, OnlineSessions, OnlineStatus, TrackedSession
 from .paths import ADAPTER_PATH as DEFAULT_ADAPTER
 from .paths import GALLERY_INDEX_ROOT, RERANKER_DIR
-from .query_embedding import Encoded, QueryError, encode, fuse, fused, pixels_of, query_parts, texts_to_encode
+from .query_embedding import (
+    Encoded,
+    Parts,
+    QueryError,
+    encode,
+    fuse,
+    fused,
+    lean_drawings,
+    pixels_of,
+    query_parts,
+    texts_to_encode,
+)
 from .ranking import QueryExpansion
 from .rerank import RERANK_DEPTH
 from .shifts import ShiftSummary
@@ -107,6 +127,7 @@ class ServiceConfig:
     index_threads: int | None = None   # torch threads while indexing; None: every core
     threads: int | None = None         # torch threads for serving, set once indexing is done; None: unchanged
     guesses: GuessConfig | None = field(default_factory=GuessConfig)   # None: no "reads as" guesses
+    name_prior: NamePrior | None = field(default_factory=NamePrior)   # None: drawings searched as they are
 
 
 @dataclass
@@ -597,9 +618,24 @@ class SearchService:
         explanations = self._shifts.explanations([n for n, _, _ in parts.images], encoded.delta_s) \
             if encoded.delta_s else []
         offsets = self._shifts.offsets(encoded.static) if encoded.static else []
+        images = fused(parts, encoded, side, images_only=True)   # what the guesses read: the drawing as it is
+        encoded = self._lean_drawings(parts, encoded)
         return _Embedded(fused(parts, encoded, "base"), fused(parts, encoded, "adapted") if adapt else None,
-                         parts.names, explanations, offsets, fused(parts, encoded, side, images_only=True),
-                         observed=encoded.observed)
+                         parts.names, explanations, offsets, images, observed=encoded.observed)
+
+    def _lean_drawings(self, parts: Parts, encoded: Encoded) -> Encoded:
+        """The drawings' vectors leaned toward the names they read as (`NamePrior`), when there are drawings and a
+        vocabulary to lean on; else `encoded` as it is. A query with a search text has no prior: a person who
+        names what they drew (a clicked guess too) is not overruled by what the drawing alone reads as."""
+        prior = self.config.name_prior
+        if prior is None or not any(parts.drawings) or any(name == "text" for name, _, _ in parts.texts):
+            return encoded
+        try:
+            guesser = self._guesser()
+        except Exception:  # noqa: BLE001 - the prior sharpens a search that stands without it
+            log.exception("drawings searched as they are: the vocabulary could not be embedded")
+            return encoded
+        return lean_drawings(parts, encoded, lambda vectors: prior.lean(vectors, guesser))
 
     def _encode(self, pixels: torch.Tensor | None, texts: list[str], adapt: bool,
                 online: tuple[str, str] | None) -> Encoded:

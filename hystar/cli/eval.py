@@ -14,6 +14,7 @@ from ..encoder import DEFAULT_ENCODER
 from ..eval.compare import eval_dataset, models_to_compare, render_report, run_eval, write_report
 from ..eval.guesses import guessed_queries, guesses_table, sketch_guesses
 from ..eval.online import DEFAULT_STREAM, evaluate_stream, segment_table, stream_table
+from ..guesses import NamePrior
 from ..online import PARAMETER_SETS, OnlineConfig
 from ..paths import RERANKER_DIR
 from ..ranking import QueryExpansion
@@ -57,6 +58,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also each model (before re-ranking) with query expansion as the app searches: label "
                              "+qe; with settings NEIGHBORS:WEIGHT:POWER[:GALLERY_NEIGHBORS:GALLERY_WEIGHT], one "
                              "model each (to choose them on val)")
+    parser.add_argument("--name-prior", type=float, nargs="*", metavar="WEIGHT",
+                        help="also each encoder's search with drawings leaning toward the gallery's class names "
+                             "they read as, as the app searches (`hystar.guesses.NamePrior`); with weights, one "
+                             f"model per weight (default {NamePrior.weight:g})")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="queries of this split (the gallery is always every photo); choose settings on val")
     parser.add_argument("--data", action="append",

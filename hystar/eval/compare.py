@@ -12,12 +12,14 @@ from ..data import QUICKDRAW, load_dataset
 from ..doodles import load_quickdraw
 from ..encoder import Encoder, load_encoder
 from ..encoder.search import load_search_encoder
+from ..guesses import NamePrior
 from ..ranking import QueryExpansion
 from ..rerank import NoRerankerError, load_default_reranker
 from ..synthetic_canvas import DOODLE
 from .retrieval import (
     EffNetPooled,
     Expanded,
+    NamePriored,
     Reranked,
     Rescored,
     doodle_text,
@@ -39,9 +41,14 @@ def expansion_label(expansion: QueryExpansion) -> str:
     return f"qe({expansion.neighbors}:{expansion.weight:g}:{expansion.power:g}{gallery})"
 
 
+def name_prior_label(prior: NamePrior) -> str:
+    """"names" for the app's name prior, else "names(WEIGHT)"."""
+    return "names" if prior == NamePrior() else f"names({prior.weight:g})"
+
+
 def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
     """The base encoder and every model `hystar eval` compares, by label; `args` as `hystar.cli.eval` parses them
-    (encoder, adapter, no_base, rerank, quari_dir, quari_blend, top_k, expand, baseline)."""
+    (encoder, adapter, no_base, rerank, quari_dir, quari_blend, top_k, expand, name_prior, baseline)."""
     base = load_encoder(args.encoder).requires_grad_(False)
     models = {} if args.no_base else {"base": base}
     for entry in args.adapter or []:
@@ -64,6 +71,12 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
         for label, model in plain:
             for expansion in args.expand or [QueryExpansion()]:
                 models[f"{label}+{expansion_label(expansion)}"] = Expanded(model, expansion)
+    if getattr(args, "name_prior", None) is not None:  # each encoder's search as the app runs it, drawings leaning
+        for label in [label for label in models if "+" not in label]:
+            searched = f"{label}+{expansion_label(args.expand[0] if args.expand else QueryExpansion())}"
+            searched = searched if searched in models else label
+            for prior in [NamePrior(weight) for weight in args.name_prior] or [NamePrior()]:
+                models[f"{searched}+{name_prior_label(prior)}"] = NamePriored(models[searched], prior)
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
             raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")

@@ -8,7 +8,7 @@ art, pencil), and captions. A task is instance-level when every query names a ga
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -20,11 +20,12 @@ from ..doodles import DRAWING_PROMPT, Doodle
 from ..embed import embed_features, embed_texts
 from ..encoder.mini import COARSE_CHANNELS, FINE_CHANNELS, efficientnet_lite0
 from ..features import View, item_features, trunk_features
+from ..guesses import Guesser, NamePrior, vocabulary_for
 from ..ranking import QueryExpansion
 from ..rerank import RERANK_DEPTH
 from ..sketch_views import query_view_features
 from ..synthetic import SYNTHETIC_STYLES
-from ..synthetic_canvas import CANVAS, DOODLE, upload_view_style
+from ..synthetic_canvas import BITMAP, CANVAS, DOODLE, upload_view_style
 from .metrics import metrics_by_group, relevance, retrieval_metrics, zero_shot_accuracy
 
 
@@ -117,6 +118,40 @@ class Expanded(Rescored):
 
     def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
         return self.expansion.scores(queries, gallery)
+
+
+DRAWN_STYLES = ("sketch", DOODLE, BITMAP)   # queries the app takes as drawings: on its canvas, or uploads that pass
+                                          # its line-drawing test (as `DatasetViews.queries` prepares them)
+
+
+class NamePriored(Rescored):
+    """A model, scoring as it does (e.g. `Expanded`), whose drawing queries lean toward the gallery's class names
+    they read as (`hystar.guesses.NamePrior`), as the app searches; other queries as they are."""
+
+    suffix = "+names"
+
+    def __init__(self, model, prior: NamePrior):
+        self.prior = prior
+        self._guessers: dict[tuple[str, ...], Guesser] = {}
+        super().__init__(model)
+
+    def scores(self, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+        score = getattr(self.model, "scores", None)
+        return score(queries, gallery) if score is not None else queries @ gallery.T
+
+    def lean(self, vectors: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        vocabulary = vocabulary_for(classes)
+        if vocabulary.names not in self._guessers:
+            self._guessers[vocabulary.names] = Guesser.build(vocabulary,
+                                                             lambda texts: embed_texts(embedding_model(self), texts))
+        return self.prior.lean(vectors, self._guessers[vocabulary.names])
+
+
+def embedding_model(model):
+    """The model that embeds for `model`: itself, or what a `Rescored` wraps (however deep)."""
+    while isinstance(model, Rescored):
+        model = model.model
+    return model
 
 
 @torch.no_grad()
@@ -230,6 +265,8 @@ def evaluate_task(encoder, views: DatasetViews, task: Task, gallery_vectors: np.
     if queries is None:
         return None
     gallery = views.dataset.photos()
+    if isinstance(encoder, NamePriored) and task.query_style in DRAWN_STYLES:
+        queries = replace(queries, vectors=encoder.lean(queries.vectors, [g.label for g in gallery]))
     attribute = "label" if task.level == "category" else "key"
     gallery_keys = np.array([getattr(g, attribute) if task.query_style != "text" else g.instance_id
                              for g in gallery])
@@ -252,7 +289,7 @@ def evaluate_dataset(encoder, base_encoder, dataset: Dataset, tasks: Sequence[Ta
     the app prepares them unless `query_norm` is False. `embeddings`, a dict kept across calls, holds what each
     embedding model gave, so that models which only score differently (`Rescored`) embed nothing again."""
     views = DatasetViews(base_encoder, dataset, query_norm)
-    embedder = encoder.model if isinstance(encoder, Rescored) else encoder
+    embedder = embedding_model(encoder)
     memo = embeddings if embeddings is not None else {}
     key = (id(embedder), dataset.name, query_norm)
 
