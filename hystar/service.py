@@ -144,6 +144,7 @@ class Query:
     adapt: bool = True
     rerank: bool = False
     expand: bool = True                # query expansion (`QueryExpansion`); QuARI re-ranking replaces it
+    name_prior: bool = True            # drawings lean toward the gallery's class names they read as (`NamePrior`)
     online: bool = False               # adapt the user's session to this query, and embed it with the session
 
 
@@ -174,6 +175,7 @@ class SearchResponse:
     placement: Placement | None = None
     reranked: bool = False
     expanded: bool = False
+    leaned: bool = False               # its drawings leaned toward the names they read as (`NamePrior`)
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)   # milliseconds
     online: OnlineStatus | None = None  # None: online adaptation off for this search
@@ -191,6 +193,7 @@ class _Embedded:
     offsets: list[MlpOffset]
     images: np.ndarray | None = None   # the image parts alone, fused: what the guesses read
     observed: bool = False             # the image parts went through an online session
+    leaned: bool = False               # the drawings leaned toward their names (`NamePrior`)
 
 
 
@@ -498,7 +501,8 @@ class SearchService:
         vectors = {"base": embedded.base} | ({"adapted": embedded.adapted} if adapt else {})
         tracked = self._served_online.find(online, side) if online else None
         response = SearchResponse(base, adapted, embedded.parts, embedded.explanations, embedded.offsets,
-                                  vectors, reranked=reranked, expanded=expanded, notes=notes, timings=timings,
+                                  vectors, reranked=reranked, expanded=expanded, leaned=embedded.leaned, notes=notes,
+                                  timings=timings,
                                   online=None if tracked is None else tracked.status(embedded.observed),
                                   processing=processing)
         guessed = time.perf_counter()
@@ -619,13 +623,14 @@ class SearchService:
             if encoded.delta_s else []
         offsets = self._shifts.offsets(encoded.static) if encoded.static else []
         images = fused(parts, encoded, side, images_only=True)   # what the guesses read: the drawing as it is
-        encoded = self._lean_drawings(parts, encoded)
-        return _Embedded(fused(parts, encoded, "base"), fused(parts, encoded, "adapted") if adapt else None,
-                         parts.names, explanations, offsets, images, observed=encoded.observed)
+        leaned = self._lean_drawings(parts, encoded) if query.name_prior else encoded
+        return _Embedded(fused(parts, leaned, "base"), fused(parts, leaned, "adapted") if adapt else None,
+                         parts.names, explanations, offsets, images, observed=encoded.observed,
+                         leaned=leaned is not encoded)
 
     def _lean_drawings(self, parts: Parts, encoded: Encoded) -> Encoded:
         """The drawings' vectors leaned toward the names they read as (`NamePrior`), when there are drawings and a
-        vocabulary to lean on; else `encoded` as it is. A query with a search text has no prior: a person who
+        vocabulary it leans on; else `encoded` itself. A query with a search text has no prior: a person who
         names what they drew (a clicked guess too) is not overruled by what the drawing alone reads as."""
         prior = self.config.name_prior
         if prior is None or not any(parts.drawings) or any(name == "text" for name, _, _ in parts.texts):
@@ -634,6 +639,8 @@ class SearchService:
             guesser = self._guesser()
         except Exception:  # noqa: BLE001 - the prior sharpens a search that stands without it
             log.exception("drawings searched as they are: the vocabulary could not be embedded")
+            return encoded
+        if guesser.vocabulary.source not in prior.sources:
             return encoded
         return lean_drawings(parts, encoded, lambda vectors: prior.lean(vectors, guesser))
 

@@ -178,7 +178,7 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
     readable = readable or QueryFiles.of_app(served, example_files(EXAMPLES_DIR))
 
     def search(sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight,
-               adapt, rerank, k, online=False, expand=True, request: gr.Request = None):
+               adapt, rerank, k, online=False, expand=True, name_prior=True, request: gr.Request = None):
         try:
             query = Query(sketch=_canvas(sketch, readable), image=_file(image, readable), text=_text(text, "text"),
                           negative=_text(negative, "negative text"),
@@ -186,7 +186,8 @@ def make_search(service: SearchService, served: ResultFiles, readable: QueryFile
                           image_weight=_number(image_weight, "image weight"),
                           text_weight=_number(text_weight, "text weight"),
                           negative_weight=_number(negative_weight, "negative weight"), k=int(_number(k, "top-k")),
-                          adapt=bool(adapt), rerank=bool(rerank), expand=bool(expand), online=bool(online))
+                          adapt=bool(adapt), rerank=bool(rerank), expand=bool(expand), online=bool(online),
+                          name_prior=bool(name_prior))
             response = service.search(query, user=_user(request))
             base, adapted = _gallery(response.base, served), _gallery(response.adapted, served)
         except GalleryIndexingError as error:  # not a fault: the gallery is being indexed
@@ -407,6 +408,10 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                         True, label="query expansion: the best matches widen the query, and each candidate is judged "
                               "with its neighbours (the best match stays first)",
                         info="QuARI re-ranking, when on, replaces it", elem_id="expand")
+                    name_prior = gr.Checkbox(
+                        True, label="name prior: a drawing is searched leaning toward the gallery's class names it "
+                              "reads as (the guesses below)",
+                        info="not when the text names it, nor for photos and paintings", elem_id="name-prior")
                     rerank = gr.Checkbox(False, label="re-rank with QuARI", interactive=service.can_rerank,
                                          info=rerank_info(service), elem_id="rerank")
                     online = gr.Checkbox(
@@ -452,7 +457,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     info = gr.JSON(label="last search")
 
         inputs = [sketch, image, text, negative, sketch_weight, image_weight, text_weight, negative_weight, adapt,
-                  rerank, k, online, expand]  # the newest last: callers of the API from before still work
+                  rerank, k, online, expand, name_prior]  # the newest last: callers of the API from before still work
         outputs = [status, base_gallery, adapted_gallery, delta_plot, umap_plot, info, paths, guess_text,
                    *guess_buttons, guessed]
         readable = QueryFiles.of_app(results, examples)

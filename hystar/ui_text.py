@@ -121,7 +121,8 @@ def details(response: SearchResponse) -> dict[str, Any]:
                 for r in results]
 
     return {"parts": response.parts, "base": rows(response.base), "adapted": rows(response.adapted),
-            "expanded": response.expanded, "reranked": response.reranked, "processing": response.processing,
+            "expanded": response.expanded, "reranked": response.reranked, "name_prior": response.leaned,
+            "processing": response.processing,
             "notes": response.notes, "timings_ms": {k: round(v, 1) for k, v in response.timings.items()},
             "delta_s": [{"source": e.source, "layers": [{"block": layer.block, "norm": round(layer.norm, 5),
                                                          "relative": round(layer.relative, 5)}

@@ -600,7 +600,7 @@ def test_the_online_control_and_its_reset_are_shown_and_in_the_api(client):
         assert props[control].get("visible") is not False and props[control].get("interactive") is not False
     assert props["online"]["value"] is False  # off until the user turns it on
     api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert [p["parameter_name"] for p in api["/search"]["parameters"]][-2:] == ["online", "expand"]
+    assert [p["parameter_name"] for p in api["/search"]["parameters"]][-3:] == ["online", "expand", "name_prior"]
     assert "/reset_online" in api
 
 

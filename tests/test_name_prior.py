@@ -13,7 +13,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-from test_app import EXAMPLES, app_dir, app_gallery, needs_data, service, test_adapter  # noqa: F401 - fixtures
+from test_app import (  # noqa: F401 - fixtures
+    EXAMPLES,
+    app_dir,
+    app_gallery,
+    app_url,
+    client,
+    needs_data,
+    service,
+    test_adapter,
+)
 from test_guesses import unit
 
 from hystar.eval.compare import models_to_compare
@@ -73,16 +82,21 @@ def test_eval_adds_each_encoders_app_search_with_the_prior_on_drawings_only():
 
 
 @needs_data
-def test_a_drawings_search_leans_a_photos_and_a_named_drawings_do_not(service, app_gallery, monkeypatch):  # noqa: F811
+def test_a_drawing_leans_unless_asked_not_to_a_photo_and_a_named_drawing_do_not(service, app_gallery, monkeypatch):  # noqa: F811
     sketch = Image.open(EXAMPLES / "sketch_giraffe.png")
     photo = sorted((app_gallery / "giraffe").iterdir())[0]
     queries = {"drawing": Query(sketch=sketch, k=3), "photo": Query(image=photo, k=3),
                "named drawing": Query(sketch=sketch, text="giraffe", k=3)}
     leaned = {name: service.search(query, place=False) for name, query in queries.items()}
+    assert {name: response.leaned for name, response in leaned.items()} == \
+        {"drawing": True, "photo": False, "named drawing": False}
+    asked_off = service.search(Query(sketch=sketch, k=3, name_prior=False), place=False)
+    assert not asked_off.leaned
     monkeypatch.setattr(service, "config", dataclasses.replace(service.config, name_prior=None))
     plain = {name: service.search(query, place=False) for name, query in queries.items()}
     for side in ("base", "adapted"):
         assert not np.allclose(leaned["drawing"].vectors[side], plain["drawing"].vectors[side])
+        np.testing.assert_allclose(asked_off.vectors[side], plain["drawing"].vectors[side], rtol=1e-6)
         np.testing.assert_allclose(leaned["photo"].vectors[side], plain["photo"].vectors[side], rtol=1e-6)
         np.testing.assert_allclose(leaned["named drawing"].vectors[side], plain["named drawing"].vectors[side],
                                    rtol=1e-6)
@@ -91,6 +105,20 @@ def test_a_drawings_search_leans_a_photos_and_a_named_drawings_do_not(service, a
     assert giraffe, "the example giraffe reads as a giraffe among the three guesses"
     text = service._guesser().embeddings[service._guesser().vocabulary.names.index("giraffe")]
     assert leaned["drawing"].vectors["adapted"] @ text > plain["drawing"].vectors["adapted"] @ text
+
+
+@needs_data
+def test_the_name_prior_is_a_control_on_by_default_and_the_api_can_turn_it_off(client):  # noqa: F811
+    from gradio_client import handle_file
+
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    assert props["name-prior"]["value"] is True
+    drawn = str(EXAMPLES / "sketch_giraffe.png")
+    canvas = {"background": handle_file(drawn), "layers": [], "composite": handle_file(drawn)}
+    on = client.predict(canvas, None, "", "", 1.0, 1.0, 1.0, 0.5, True, False, 6, False, True, api_name="/search")
+    off = client.predict(canvas, None, "", "", 1.0, 1.0, 1.0, 0.5, True, False, 6, False, True, False,
+                         api_name="/search")
+    assert on[5]["name_prior"] is True and off[5]["name_prior"] is False
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     search.add_argument("--rerank", choices=RERANKERS, help="re-rank the top candidates")
     search.add_argument("--no-expand", action="store_true",
                         help="plain nearest neighbours: no query expansion (on by default, as in the app)")
+    search.add_argument("--no-name-prior", action="store_true",
+                        help="a drawing searched as it is, not leaning toward the class names it reads as (on by "
+                             "default, as in the app, where the index has class names)")
     search.add_argument("--candidates", type=int, default=RERANK_DEPTH,
                         help=f"candidates the re-ranker sees (default {RERANK_DEPTH}, as in the app)")
     search.add_argument("-k", type=int, default=10, help="results to show")
@@ -181,19 +184,19 @@ def run_search(args: argparse.Namespace) -> int:
     index.require_intact()
     service = SearchService.over_index(index, encoder.base, encoder if adapted else None, reranker, args.candidates)
     query = Query(text=args.text or "", image=args.image, k=args.k, adapt=adapted, rerank=reranker is not None,
-                  expand=not args.no_expand)
-    hits, guesses, vocabulary = [], [], ""
+                  expand=not args.no_expand, name_prior=not args.no_name_prior)
+    hits, guesses, vocabulary, leaned = [], [], "", False
     if len(index):
         try:
             response = service.search(query, place=False)
         except QueryError as error:
             raise ValueError(str(error)) from None
         hits = response.adapted if adapted else response.base
-        guesses, vocabulary = response.guesses, response.vocabulary
+        guesses, vocabulary, leaned = response.guesses, response.vocabulary, response.leaned
     if args.json:
         asked = {"text": args.text} if args.text is not None else {"image": str(args.image)}
         print(json.dumps({"index": str(args.index), "query": asked, "adapted": adapted, "rerank": args.rerank,
-                          "expanded": not args.no_expand,
+                          "expanded": not args.no_expand, "name_prior": leaned,
                           "results": [{"rank": h.rank, "score": round(h.score, 6), "path": str(h.path),
                                        "relpath": h.name} for h in hits],
                           "guesses": [{"name": g.name, "probability": round(g.probability, 4)} for g in guesses],
