@@ -26,6 +26,7 @@ import random
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from PIL import Image
@@ -84,17 +85,28 @@ def is_same_file(photo: Path, name: str) -> bool:
     return photo.resolve().parts[-len(Path(name).parts):] == Path(name).parts
 
 
-def draw(page, strokes) -> None:
+def draw(page, strokes, steps: int = 4) -> None:
+    """`strokes` drawn with the mouse, `steps` pointer moves between two points of a stroke (the editor joins
+    them with straight segments); says how long the moves took (a slow browser shows here first)."""
     page.wait_for_timeout(3000)  # the editor resets its layers once after the page settles: strokes before are lost
     page.locator("#sketch canvas").first.scroll_into_view_if_needed()
     box = page.locator("#sketch canvas").first.bounding_box()
     cx, cy, size = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, min(box["width"], box["height"])
+    started, moves = time.perf_counter(), 0
     for stroke in strokes:
         page.mouse.move(cx + stroke[0][0] * size, cy + stroke[0][1] * size)
         page.mouse.down()
         for x, y in stroke[1:]:
-            page.mouse.move(cx + x * size, cy + y * size, steps=12)
+            page.mouse.move(cx + x * size, cy + y * size, steps=steps)
+            moves += steps
         page.mouse.up()
+    print(f"  (drew {len(strokes)} strokes, {moves} pointer moves, in {time.perf_counter() - started:.1f} s)")
+
+
+def open_page(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#sketch canvas", timeout=60_000)
+    page.wait_for_timeout(4000)
 
 
 WAIT_NEW_STATUS = ("(before) => { const line = document.querySelector('#status').innerText.split('\\n')[0];"
@@ -158,13 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
-        page.goto(args.url)
-        page.wait_for_selector("#sketch canvas", timeout=60_000)
-        page.wait_for_timeout(4000)
         if args.drawings:
-            tour_drawings(page)
+            tour_drawings(page, args.url)
             browser.close()
             return check_log(args.log)
+        open_page(page, args.url)
         page.screenshot(path=str(OUT / "page-as-it-opens.png"), full_page=True)
         draw(page, HOUSE)
         search_and_report(page, "house-filling-the-canvas")
@@ -182,8 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         page.locator("#sketch button[aria-label='Clear canvas']").click()
         draw(page, HOUSE)
         search_and_report(page, "house-after-the-trash-icon")
-        page.goto(args.url)
-        page.wait_for_selector("#sketch canvas", timeout=60_000)
+        open_page(page, args.url)
         page.locator("#upload input[type=file]").set_input_files(str(thumb))
         page.wait_for_timeout(1500)
         search_and_report(page, f"thumbnail-of-{args.photo.stem}")
@@ -207,10 +216,13 @@ def check_log(log: Path | None) -> int:
     return 1 if tracebacks else 0
 
 
-def tour_drawings(page, top: int = 8) -> None:
-    """Each of DRAWINGS drawn with the mouse, searched, then cleared: the photos of its class among each side's
-    first `top` (by the class the gallery gives each photo)."""
+def tour_drawings(page, url: str, top: int = 8) -> None:
+    """Each of DRAWINGS drawn with the mouse on a freshly opened page, searched: the photos of its class among each
+    side's first `top` (by the class the gallery gives each photo); then its guess that names the class clicked.
+    (A fresh page each: after many drawings on one page headless Chromium's software canvas grew slow, ~0.5 s a
+    pointer move; Clear is toured on its own, without --drawings.)"""
     for name, (strokes, wanted) in DRAWINGS.items():
+        open_page(page, url)
         draw(page, strokes)
         search_and_report(page, name.replace(" ", "-"))
         count_class(page, wanted, top)
@@ -220,9 +232,6 @@ def tour_drawings(page, top: int = 8) -> None:
         if guess is not None:
             search_and_report(page, f"{name.replace(' ', '-')}-plus-its-guess", click=guess)
             count_class(page, wanted, top)
-        page.get_by_role("button", name="Clear", exact=True).click()
-        page.locator("textarea").nth(0).fill("")
-        page.wait_for_timeout(2000)
 
 
 def count_class(page, wanted: str, top: int) -> None:
