@@ -4,8 +4,9 @@
 
 and the same with the app's default in place of re-ranking, query expansion (per side: two searches, then one for
 the neighbours of the best 100 candidates; `QueryExpansion`), with its "reads as" guesses (one matrix product of the
-query's image embedding with the cached vocabulary: the shipped 409 names, as for a gallery without class names),
-through `SearchService.search` exactly as the app calls it (place=False); the default without guesses beside it;
+query's image embedding with the cached vocabulary: 125 class names, as the demo gallery has) and the name prior
+(the drawing leaning toward those names), through `SearchService.search` exactly as the app calls it
+(place=False); the default without guesses, and without the name prior, beside it;
 then, separately, the UMAP placement of the query's two embeddings (`SearchService.place`).
 Acceptance, each path: p50 <= 150 ms and p95 <= 250 ms, UMAP excluded.
 
@@ -38,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from hystar.adapt import HystarAdapter, HystarEncoder  # noqa: E402
 from hystar.encoder import shared_encoder  # noqa: E402
 from hystar.encoder.search import load_search_encoder  # noqa: E402
+from hystar.guesses import shipped_vocabulary  # noqa: E402
 from hystar.index import Entry, GalleryIndex, IndexMeta, KindConfig, build_faiss  # noqa: E402
 from hystar.rerank import NoRerankerError, QuARI, QuARIConfig, Reranker, load_default_reranker  # noqa: E402
 from hystar.service import DEFAULT_ADAPTER, Query, SearchService, Space  # noqa: E402
@@ -46,6 +48,7 @@ from hystar.views import UmapConfig, fit_umap  # noqa: E402
 
 SKETCH = ROOT / "assets" / "examples" / "sketch_giraffe.png"
 P50_MS, P95_MS = 150.0, 250.0
+CLASS_NAMES = 125  # the gallery's class names (Sketchy has 125): the guesses' vocabulary, the name prior's names
 
 
 def synthetic_index(count: int, dim: int, seed: int, folder: Path) -> GalleryIndex:
@@ -124,7 +127,9 @@ def main() -> int:
     reranker_name = f"base: {base_reranker_name}, adapted: {adapted_reranker_name}"
     base_index = synthetic_index(args.gallery, dim, 1, folder / "base")
     adapted_index = synthetic_index(args.gallery, dim, 2, folder / "adapted")
-    spaces = [Space(name, index, [""] * len(index), reranker)  # no class names: the shipped vocabulary guesses
+    names = shipped_vocabulary().names[:CLASS_NAMES]  # class names, as the demo gallery has: the name prior leans
+    classes = [names[row % len(names)] for row in range(args.gallery)]
+    spaces = [Space(name, index, classes, reranker)
               for name, index, reranker in (("base", base_index, base_reranker),
                                             ("adapted", adapted_index, adapted_reranker))]
     umap = None
@@ -141,7 +146,8 @@ def main() -> int:
 
     expanded = Query(sketch=canvas, k=12, adapt=True)  # the app's default: query expansion, no re-ranking
     assert service.search(expanded, place=False).expanded
-    assert len(service.search(expanded, place=False).guesses) == 3  # the vocabulary embedded once, before timing
+    warm = service.search(expanded, place=False)  # the vocabulary embedded once, before timing
+    assert len(warm.guesses) == 3 and warm.leaned
 
     full = percentiles(timed(lambda: service.search(query, place=False), args.runs))
     guess_ms: list[float] = []
@@ -150,6 +156,8 @@ def main() -> int:
     with_guesses = service.config
     service.config = replace(with_guesses, guesses=None)
     no_guesses = percentiles(timed(lambda: service.search(expanded, place=False), args.runs))
+    service.config = replace(with_guesses, name_prior=None)
+    no_prior = percentiles(timed(lambda: service.search(expanded, place=False), args.runs))
     service.config = with_guesses
     base_only = percentiles(timed(lambda: service.search(Query(sketch=canvas, k=12, adapt=False, rerank=True),
                                                          place=False), args.runs))
@@ -160,7 +168,8 @@ def main() -> int:
     report = {"gallery": args.gallery, "runs": args.runs, "threads": args.threads, "adapter": adapter_name,
               "reranker": reranker_name, "candidates": args.candidates,
               "sketch_end_to_end_ms": full, "sketch_expanded_ms": default, "sketch_base_only_ms": base_only,
-              "sketch_expanded_without_guesses_ms": no_guesses, "guesses_ms": percentiles(guess_ms[-args.runs:]),
+              "sketch_expanded_without_guesses_ms": no_guesses, "sketch_expanded_without_name_prior_ms": no_prior,
+              "guesses_ms": percentiles(guess_ms[-args.runs:]),
               "sketch_expanded_query_side_ms": query_side}
     if umap is not None:
         response = service.search(query, place=False)
@@ -174,8 +183,9 @@ def main() -> int:
         print(f"sketch query, {args.gallery:,} vectors per side, {args.threads} torch thread(s), {adapter_name}, "
               f"{reranker_name} over {args.candidates} candidates, {args.runs} runs")
         for name, key in (("end to end (base + adapted + re-rank)", "sketch_end_to_end_ms"),
-                          ("end to end, query expansion + guesses (app default)", "sketch_expanded_ms"),
+                          ("end to end, expansion + guesses + name prior (app default)", "sketch_expanded_ms"),
                           ("  the same without guesses", "sketch_expanded_without_guesses_ms"),
+                          ("  the same without the name prior", "sketch_expanded_without_name_prior_ms"),
                           ("  of it, the guesses", "guesses_ms"),
                           ("  the same, query side only", "sketch_expanded_query_side_ms"),
                           ("base only (+ re-rank)", "sketch_base_only_ms"), ("UMAP placement", "umap_place_ms")):
