@@ -113,10 +113,14 @@ class NamePrior:
     weight: float = 1.0
     sources: tuple[str, ...] = (GALLERY,)   # the vocabularies it leans on (`GALLERY`, `SHIPPED`)
 
+    def leans_on(self, guesser: Guesser) -> bool:
+        return guesser.vocabulary.source in self.sources
+
     def lean(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
-        """(n, d) drawing embeddings -> (n, d) unit vectors leaning toward what each reads as."""
+        """(n, d) drawing embeddings -> (n, d) unit vectors leaning toward what each reads as (as they are where the
+        guesser's vocabulary is not one it leans on)."""
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        if guesser.vocabulary.source not in self.sources:
+        if not self.leans_on(guesser):
             return vectors
         leaned = vectors + self.weight * guesser.probabilities(vectors) @ guesser.embeddings
         return (leaned / np.maximum(np.linalg.norm(leaned, axis=1, keepdims=True), 1e-12)).astype(np.float32)

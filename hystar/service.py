@@ -640,7 +640,7 @@ class SearchService:
         except Exception:  # noqa: BLE001 - the prior sharpens a search that stands without it
             log.exception("drawings searched as they are: the vocabulary could not be embedded")
             return encoded
-        if guesser.vocabulary.source not in prior.sources:
+        if not prior.leans_on(guesser):
             return encoded
         return lean_drawings(parts, encoded, lambda vectors: prior.lean(vectors, guesser))
 

@@ -79,6 +79,8 @@ def test_a_drawing_is_normalised_as_a_sketch_not_deblocked():
     ImageDraw.Draw(drawing).rectangle((100, 100, 400, 400), outline="black", width=16)
     prepared = prepare_query(drawing, drawn=True)
     assert prepared.size == (224, 224)
+    assert prepare_query(drawing).size == (224, 224)  # an upload: found to be a line drawing
+    assert prepare_query(drawing, drawn=False) is drawing  # decided already (`query_parts`): not tested again
 
 
 @needs_data
