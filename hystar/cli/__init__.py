@@ -10,7 +10,8 @@ import argparse
 import importlib
 import sys
 
-COMMAND_MODULES = [f"hystar.cli.{name}" for name in ("train_mini", "train_mini_v2", "train", "eval", "search", "quari")]
+COMMAND_MODULES = [f"hystar.cli.{name}" for name in
+                   ("train_mini", "train_mini_v2", "soup", "train", "eval", "search", "quari")]
 
 
 def build_parser() -> argparse.ArgumentParser:
