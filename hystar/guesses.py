@@ -109,21 +109,34 @@ class NamePrior:
     vocabulary's name vectors, each weighted by its guess probability (a soft zero-shot class prior), then
     normalised. For drawings only (the canvas, an uploaded line drawing): photos and low-res shots are searched for
     themselves, and there it costs instance search (val, weight 1: PACS mosaic R@1 89.2 -> 75.8). The weight is
-    chosen on val (`hystar eval --split val --name-prior`)."""
+    chosen on val (`hystar eval --split val --name-prior`). A drawing whose first guess is unsure (under
+    `min_confidence`) is searched as it is: there the guesses are mostly wrong, and leaning toward them costs the
+    search (the gate chosen on val, `assets/eval/val-gate.md`)."""
     weight: float = 1.0
     sources: tuple[str, ...] = (GALLERY,)   # the vocabularies it leans on (`GALLERY`, `SHIPPED`)
+    min_confidence: float = 0.2             # the first guess's probability below which a drawing does not lean
 
     def leans_on(self, guesser: Guesser) -> bool:
         return guesser.vocabulary.source in self.sources
 
+    def leaning(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
+        """(n,) bool: which of the (n, d) drawing embeddings lean (a vocabulary it leans on, a sure first guess)."""
+        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
+        if not self.leans_on(guesser):
+            return np.zeros(len(vectors), bool)
+        return guesser.probabilities(vectors).max(axis=1) >= self.min_confidence
+
     def lean(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
-        """(n, d) drawing embeddings -> (n, d) unit vectors leaning toward what each reads as (as they are where the
-        guesser's vocabulary is not one it leans on)."""
+        """(n, d) drawing embeddings -> (n, d) unit vectors, each leaning toward what it reads as where it leans
+        (`leaning`), else as it is."""
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         if not self.leans_on(guesser):
             return vectors
-        leaned = vectors + self.weight * guesser.probabilities(vectors) @ guesser.embeddings
-        return (leaned / np.maximum(np.linalg.norm(leaned, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        probabilities = guesser.probabilities(vectors)
+        leaned = vectors + self.weight * probabilities @ guesser.embeddings
+        leaned /= np.maximum(np.linalg.norm(leaned, axis=1, keepdims=True), 1e-12)
+        sure = probabilities.max(axis=1) >= self.min_confidence
+        return np.where(sure[:, None], leaned, vectors).astype(np.float32)
 
 
 class GuesserCache:

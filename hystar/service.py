@@ -629,9 +629,10 @@ class SearchService:
                          leaned=leaned is not encoded)
 
     def _lean_drawings(self, parts: Parts, encoded: Encoded) -> Encoded:
-        """The drawings' vectors leaned toward the names they read as (`NamePrior`), when there are drawings and a
-        vocabulary it leans on; else `encoded` itself. A query with a search text has no prior: a person who
-        names what they drew (a clicked guess too) is not overruled by what the drawing alone reads as."""
+        """The drawings' vectors leaned toward the names they read as (`NamePrior`), when there are drawings, a
+        vocabulary it leans on, and a drawing sure enough of its first guess; else `encoded` itself. A query with a
+        search text has no prior: a person who names what they drew (a clicked guess too) is not overruled by what
+        the drawing alone reads as."""
         prior = self.config.name_prior
         if prior is None or not any(parts.drawings) or any(name == "text" for name, _, _ in parts.texts):
             return encoded
@@ -640,8 +641,10 @@ class SearchService:
         except Exception:  # noqa: BLE001 - the prior sharpens a search that stands without it
             log.exception("drawings searched as they are: the vocabulary could not be embedded")
             return encoded
-        if not prior.leans_on(guesser):
-            return encoded
+        drawn = [row for row, drawing in enumerate(parts.drawings) if drawing]
+        if not any(prior.leaning(vectors[drawn], guesser).any()
+                   for vectors in (encoded.base, encoded.adapted) if vectors is not None):
+            return encoded   # no drawing reads as anything surely enough
         return lean_drawings(parts, encoded, lambda vectors: prior.lean(vectors, guesser))
 
     def _encode(self, pixels: torch.Tensor | None, texts: list[str], adapt: bool,

@@ -46,6 +46,20 @@ def test_a_drawing_leans_toward_the_name_it_most_likely_reads_as_and_stays_a_uni
     np.testing.assert_allclose(NamePrior(weight=0.0).lean(drawing, guesser()), drawing, rtol=1e-6)
 
 
+def test_a_drawing_unsure_of_its_first_guess_is_searched_as_it_is():
+    names = Vocabulary(tuple(f"class {k}" for k in range(8)), GALLERY)
+    eight = Guesser(names, np.eye(8, dtype=np.float32))
+    unsure = unit([1.0] * 7 + [1.05])              # reads as eight names nearly alike: at most 17 % sure
+    sure = unit([1.0, 0.1, 0, 0, 0, 0, 0, 0])
+    drawings = np.vstack([unsure, sure])
+    np.testing.assert_array_equal(NamePrior().leaning(drawings, eight), [False, True])
+    leaned = NamePrior().lean(drawings, eight)
+    np.testing.assert_array_equal(leaned[0], unsure[0])
+    assert leaned[1, 0] > sure[0, 0]
+    assert not np.allclose(NamePrior(min_confidence=0.0).lean(unsure, eight), unsure)
+    assert not NamePrior().leaning(sure, Guesser(Vocabulary(names.names, SHIPPED), np.eye(8, dtype=np.float32))).any()
+
+
 def test_the_prior_leans_only_on_the_vocabularies_it_is_set_for():
     drawing = unit([0.6, 0.5, 0.1, 0.6])
     np.testing.assert_array_equal(NamePrior().lean(drawing, guesser(SHIPPED)), drawing)
@@ -76,8 +90,12 @@ def test_eval_adds_each_encoders_app_search_with_the_prior_on_drawings_only():
     _, models = models_to_compare(args)
     assert list(models) == ["base", "base+qe", "base+qe+names"]
     assert isinstance(models["base+qe+names"], NamePriored) and models["base+qe+names"].model is models["base+qe"]
-    _, models = models_to_compare(SimpleNamespace(**(vars(args) | {"expand": None, "name_prior": [0.5, 1.0]})))
-    assert list(models) == ["base", "base+names(0.5)", "base+names"]
+    _, models = models_to_compare(SimpleNamespace(**(vars(args) | {"expand": None,
+                                                                  "name_prior": ["0.5", "1", "1:0"]})))
+    assert list(models) == ["base", "base+names(0.5)", "base+names", "base+names(1:0)"]
+    assert models["base+names(1:0)"].prior == NamePrior(min_confidence=0.0)
+    with pytest.raises(ValueError, match="WEIGHT:MIN_CONFIDENCE"):
+        models_to_compare(SimpleNamespace(**(vars(args) | {"name_prior": ["heavy"]})))
     assert set(DRAWN_STYLES) == {"sketch", "doodle", "bitmap"}
 
 
@@ -100,6 +118,12 @@ def test_a_drawing_leans_unless_asked_not_to_a_photo_and_a_named_drawing_do_not(
         np.testing.assert_allclose(leaned["photo"].vectors[side], plain["photo"].vectors[side], rtol=1e-6)
         np.testing.assert_allclose(leaned["named drawing"].vectors[side], plain["named drawing"].vectors[side],
                                    rtol=1e-6)
+    monkeypatch.setattr(service, "config", dataclasses.replace(service.config,
+                                                               name_prior=NamePrior(min_confidence=1.01)))
+    unsure = service.search(queries["drawing"], place=False)     # no first guess is ever that sure
+    assert not unsure.leaned
+    for side in ("base", "adapted"):
+        np.testing.assert_allclose(unsure.vectors[side], plain["drawing"].vectors[side], rtol=1e-6)
     assert [g.name for g in leaned["drawing"].guesses] == [g.name for g in plain["drawing"].guesses]
     giraffe = [g for g in leaned["drawing"].guesses if g.name == "giraffe"]
     assert giraffe, "the example giraffe reads as a giraffe among the three guesses"

@@ -58,10 +58,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="also each model (before re-ranking) with query expansion as the app searches: label "
                              "+qe; with settings NEIGHBORS:WEIGHT:POWER[:GALLERY_NEIGHBORS:GALLERY_WEIGHT], one "
                              "model each (to choose them on val)")
-    parser.add_argument("--name-prior", type=float, nargs="*", metavar="WEIGHT",
+    parser.add_argument("--name-prior", nargs="*", metavar="WEIGHT[:MIN_CONFIDENCE]",
                         help="also each encoder's search with drawings leaning toward the gallery's class names "
-                             "they read as, as the app searches (`hystar.guesses.NamePrior`); with weights, one "
-                             f"model per weight (default {NamePrior.weight:g})")
+                             "they read as, as the app searches (`hystar.guesses.NamePrior`); with settings, one "
+                             f"model per setting (default {NamePrior.weight:g}:{NamePrior.min_confidence:g}: a "
+                             "drawing whose first guess is less sure does not lean)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="queries of this split (the gallery is always every photo); choose settings on val")
     parser.add_argument("--data", action="append",

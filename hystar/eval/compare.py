@@ -42,8 +42,25 @@ def expansion_label(expansion: QueryExpansion) -> str:
 
 
 def name_prior_label(prior: NamePrior) -> str:
-    """"names" for the app's name prior, else "names(WEIGHT)"."""
-    return "names" if prior == NamePrior() else f"names({prior.weight:g})"
+    """"names" for the app's name prior, else "names(WEIGHT)", or "names(WEIGHT:MIN_CONFIDENCE)" where its gate
+    differs from the app's."""
+    if prior == NamePrior():
+        return "names"
+    gate = "" if prior.min_confidence == NamePrior.min_confidence else f":{prior.min_confidence:g}"
+    return f"names({prior.weight:g}{gate})"
+
+
+def parse_name_prior(spec: str) -> NamePrior:
+    """"WEIGHT" or "WEIGHT:MIN_CONFIDENCE" (e.g. "1:0": leaning whatever the first guess's probability)."""
+    weight, _, gate = str(spec).partition(":")
+    try:
+        prior = NamePrior(weight=float(weight), min_confidence=float(gate) if gate else NamePrior.min_confidence)
+    except ValueError:
+        prior = None
+    if prior is None or prior.weight < 0 or not 0 <= prior.min_confidence <= 1:
+        raise ValueError(f"name prior {spec!r}: give WEIGHT or WEIGHT:MIN_CONFIDENCE (a weight of 0 or more, a "
+                         "probability 0..1), e.g. 1 or 1:0.2")
+    return prior
 
 
 def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
@@ -75,7 +92,7 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
         for label in [label for label in models if "+" not in label]:
             searched = f"{label}+{expansion_label(args.expand[0] if args.expand else QueryExpansion())}"
             searched = searched if searched in models else label
-            for prior in [NamePrior(weight) for weight in args.name_prior] or [NamePrior()]:
+            for prior in [parse_name_prior(spec) for spec in args.name_prior] or [NamePrior()]:
                 models[f"{searched}+{name_prior_label(prior)}"] = NamePriored(models[searched], prior)
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
