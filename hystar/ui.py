@@ -36,6 +36,7 @@ from .ui_text import (
     guesses_text,
     header,
     indexing_line,
+    name_prior_info,
     online_line,  # noqa: F401 - part of this module's interface, as before
     rerank_info,
     status_line,
@@ -411,7 +412,7 @@ def build_app(service: SearchService, config: UiConfig | None = None) -> gr.Bloc
                     name_prior = gr.Checkbox(
                         True, label="name prior: a drawing is searched leaning toward the gallery's class names it "
                               "reads as (the guesses below)",
-                        info="not when the text names it, nor for photos and paintings", elem_id="name-prior")
+                        info=name_prior_info(service.config.name_prior), elem_id="name-prior")
                     rerank = gr.Checkbox(False, label="re-rank with QuARI", interactive=service.can_rerank,
                                          info=rerank_info(service), elem_id="rerank")
                     online = gr.Checkbox(

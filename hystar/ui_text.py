@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .guesses import GALLERY, Guess, guess_line
+from .guesses import GALLERY, Guess, NamePrior, guess_line
 from .online.users import OnlineStatus
 from .service import EXPANDED, PLAIN, RERANKED, Result, SearchResponse, SearchService
 
@@ -53,6 +53,14 @@ def rerank_info(service: SearchService) -> str | None:
     if len([s for s in service.spaces if s.reranker is not None]) < len(service.spaces):
         return "re-ranks the Hystar side (the base encoder has no QuARI re-ranker); replaces query expansion there"
     return "replaces query expansion"
+
+
+def name_prior_info(prior: NamePrior | None) -> str:
+    """The name-prior checkbox's line under its label: where a drawing does not lean."""
+    where = "not when the text names it, nor for photos and paintings"
+    if prior is not None and prior.min_confidence > 0:
+        where += f", nor when the first guess is under {prior.min_confidence * 100:g} % sure"
+    return where
 
 
 def _processing(response: SearchResponse) -> str:

@@ -137,6 +137,7 @@ def test_the_name_prior_is_a_control_on_by_default_and_the_api_can_turn_it_off(c
 
     props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
     assert props["name-prior"]["value"] is True
+    assert f"under {NamePrior().min_confidence * 100:g} % sure" in props["name-prior"]["info"]
     drawn = str(EXAMPLES / "sketch_giraffe.png")
     canvas = {"background": handle_file(drawn), "layers": [], "composite": handle_file(drawn)}
     on = client.predict(canvas, None, "", "", 1.0, 1.0, 1.0, 0.5, True, False, 6, False, True, api_name="/search")
