@@ -110,8 +110,8 @@ class NamePrior:
     normalised. For drawings only (the canvas, an uploaded line drawing): photos and low-res shots are searched for
     themselves, and there it costs instance search (val, weight 1: PACS mosaic R@1 89.2 -> 75.8). The weight is
     chosen on val (`hystar eval --split val --name-prior`). A drawing whose first guess is unsure (under
-    `min_confidence`) is searched as it is: there the guesses are mostly wrong, and leaning toward them costs the
-    search (the gate chosen on val, `assets/eval/val-gate.md`)."""
+    `min_confidence`) is searched as it is: on val, leaning toward such unsure guesses cost doodles their search
+    (the gate chosen there, `assets/eval/val-gate.md`)."""
     weight: float = 1.0
     sources: tuple[str, ...] = (GALLERY,)   # the vocabularies it leans on (`GALLERY`, `SHIPPED`)
     min_confidence: float = 0.2             # the first guess's probability below which a drawing does not lean
