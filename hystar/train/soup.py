@@ -1,9 +1,10 @@
 """A weight average of hystar-mini models of one config (a "model soup", Wortsman et al. 2022; two models at
 weights 1-a and a are WiSE-FT's interpolation): `hystar soup A B ... --out runs/...`.
 
-Models on one fine-tuning path (v3.3 -> v3.4 ...) share a loss basin, so their average is a model too, and often one
-that generalises a little better than each of them. Floating tensors are averaged; integer ones (BatchNorm's step
-counters) are taken from the first model. The result loads like any model: `--encoder hystar-mini:OUT`.
+Models on one fine-tuning path (v3.3 -> v3.4 ...) share a loss basin, so their average is a model too, one that can
+generalise better than each of them (here, on val, it landed between its parts: docs/results.md). Floating tensors
+are averaged; integer ones (BatchNorm's step counters) are taken from the first model. The result loads like any
+model: `--encoder hystar-mini:OUT`.
 """
 
 from __future__ import annotations
