@@ -119,24 +119,25 @@ class NamePrior:
     def leans_on(self, guesser: Guesser) -> bool:
         return guesser.vocabulary.source in self.sources
 
-    def leaning(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
-        """(n,) bool: which of the (n, d) drawing embeddings lean (a vocabulary it leans on, a sure first guess)."""
+    def lean_where_sure(self, vectors: np.ndarray, guesser: Guesser) -> tuple[np.ndarray, np.ndarray]:
+        """(n, d) drawing embeddings -> (n, d) vectors, each a unit vector leaning toward what it reads as where it
+        leans, else as it is; and (n,) bool, which leaned (a vocabulary it leans on, a sure first guess)."""
         vectors = np.atleast_2d(np.asarray(vectors, np.float32))
         if not self.leans_on(guesser):
-            return np.zeros(len(vectors), bool)
-        return guesser.probabilities(vectors).max(axis=1) >= self.min_confidence
-
-    def lean(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
-        """(n, d) drawing embeddings -> (n, d) unit vectors, each leaning toward what it reads as where it leans
-        (`leaning`), else as it is."""
-        vectors = np.atleast_2d(np.asarray(vectors, np.float32))
-        if not self.leans_on(guesser):
-            return vectors
+            return vectors, np.zeros(len(vectors), bool)
         probabilities = guesser.probabilities(vectors)
         leaned = vectors + self.weight * probabilities @ guesser.embeddings
         leaned /= np.maximum(np.linalg.norm(leaned, axis=1, keepdims=True), 1e-12)
         sure = probabilities.max(axis=1) >= self.min_confidence
-        return np.where(sure[:, None], leaned, vectors).astype(np.float32)
+        return np.where(sure[:, None], leaned, vectors).astype(np.float32), sure
+
+    def leaning(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
+        """(n,) bool: which of the (n, d) drawing embeddings lean."""
+        return self.lean_where_sure(vectors, guesser)[1]
+
+    def lean(self, vectors: np.ndarray, guesser: Guesser) -> np.ndarray:
+        """(n, d) drawing embeddings -> (n, d) vectors, each leaning toward what it reads as where it leans."""
+        return self.lean_where_sure(vectors, guesser)[0]
 
 
 class GuesserCache:

@@ -641,11 +641,16 @@ class SearchService:
         except Exception:  # noqa: BLE001 - the prior sharpens a search that stands without it
             log.exception("drawings searched as they are: the vocabulary could not be embedded")
             return encoded
-        drawn = [row for row, drawing in enumerate(parts.drawings) if drawing]
-        if not any(prior.leaning(vectors[drawn], guesser).any()
-                   for vectors in (encoded.base, encoded.adapted) if vectors is not None):
-            return encoded   # no drawing reads as anything surely enough
-        return lean_drawings(parts, encoded, lambda vectors: prior.lean(vectors, guesser))
+        any_leaned = False
+
+        def lean(vectors: np.ndarray) -> np.ndarray:
+            nonlocal any_leaned
+            vectors, sure = prior.lean_where_sure(vectors, guesser)
+            any_leaned |= bool(sure.any())
+            return vectors
+
+        leaned = lean_drawings(parts, encoded, lean)
+        return leaned if any_leaned else encoded   # else no drawing read as anything surely enough
 
     def _encode(self, pixels: torch.Tensor | None, texts: list[str], adapt: bool,
                 online: tuple[str, str] | None) -> Encoded:
