@@ -29,6 +29,7 @@ from hystar.eval.compare import models_to_compare
 from hystar.eval.retrieval import DRAWN_STYLES, NamePriored
 from hystar.guesses import GALLERY, SHIPPED, Guesser, NamePrior, Vocabulary
 from hystar.query_embedding import Encoded, Parts, lean_drawings, query_parts
+from hystar.ranking import QueryExpansion
 from hystar.service import Query
 
 
@@ -84,7 +85,7 @@ def test_leaning_changes_the_drawings_vectors_on_both_sides_and_nothing_else():
     assert encoded.base[0, 0] == 1.0  # the original is left as it was
 
 
-def test_eval_adds_each_encoders_app_search_with_the_prior_on_drawings_only():
+def test_eval_adds_each_encoders_app_search_with_the_prior_on_drawings_only_for_each_expansion():
     args = SimpleNamespace(encoder="hystar-mini", adapter=[], no_base=False, rerank="none", expand=[],
                            name_prior=[], baseline="none")
     _, models = models_to_compare(args)
@@ -94,6 +95,10 @@ def test_eval_adds_each_encoders_app_search_with_the_prior_on_drawings_only():
                                                                   "name_prior": ["0.5", "1", "1:0"]})))
     assert list(models) == ["base", "base+names(0.5)", "base+names", "base+names(1:0)"]
     assert models["base+names(1:0)"].prior == NamePrior(min_confidence=0.0)
+    _, models = models_to_compare(SimpleNamespace(**(vars(args) | {"expand": [QueryExpansion(), QueryExpansion(10)]})))
+    assert list(models) == ["base", "base+qe", "base+qe(10:1.5:3:10:1)",
+                            "base+qe+names", "base+qe(10:1.5:3:10:1)+names"]
+    assert models["base+qe(10:1.5:3:10:1)+names"].model is models["base+qe(10:1.5:3:10:1)"]
     with pytest.raises(ValueError, match="WEIGHT:MIN_CONFIDENCE"):
         models_to_compare(SimpleNamespace(**(vars(args) | {"name_prior": ["heavy"]})))
     assert set(DRAWN_STYLES) == {"sketch", "doodle", "bitmap"}

@@ -90,10 +90,10 @@ def models_to_compare(args: Any) -> tuple[Encoder, dict[str, Any]]:
                 models[f"{label}+{expansion_label(expansion)}"] = Expanded(model, expansion)
     if getattr(args, "name_prior", None) is not None:  # each encoder's search as the app runs it, drawings leaning
         for label in [label for label in models if "+" not in label]:
-            searched = f"{label}+{expansion_label(args.expand[0] if args.expand else QueryExpansion())}"
-            searched = searched if searched in models else label
-            for prior in [parse_name_prior(spec) for spec in args.name_prior] or [NamePrior()]:
-                models[f"{searched}+{name_prior_label(prior)}"] = NamePriored(models[searched], prior)
+            expanded = [f"{label}+{expansion_label(expansion)}" for expansion in args.expand or [QueryExpansion()]]
+            for searched in [name for name in expanded if name in models] or [label]:
+                for prior in [parse_name_prior(spec) for spec in args.name_prior] or [NamePrior()]:
+                    models[f"{searched}+{name_prior_label(prior)}"] = NamePriored(models[searched], prior)
     if args.baseline == "effnet-lite0":
         if not hasattr(base.visual, "pooled_features"):
             raise ValueError("the effnet-lite0 baseline needs the hystar-mini encoder (it shares its trunk)")
