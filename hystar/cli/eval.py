@@ -60,9 +60,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "model each (to choose them on val)")
     parser.add_argument("--name-prior", nargs="*", metavar="WEIGHT[:MIN_CONFIDENCE]",
                         help="also each encoder's search with drawings leaning toward the gallery's class names "
-                             "they read as, as the app searches (`hystar.guesses.NamePrior`); with settings, one "
-                             f"model per setting (default {NamePrior.weight:g}:{NamePrior.min_confidence:g}: a "
-                             "drawing whose first guess is less sure does not lean)")
+                             "they read as, as the app searches (`hystar.guesses.NamePrior`), after each --expand "
+                             "setting; with settings, one model per setting (default "
+                             f"{NamePrior.weight:g}:{NamePrior.min_confidence:g}: a drawing whose first guess is less "
+                             "sure does not lean)")
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="queries of this split (the gallery is always every photo); choose settings on val")
     parser.add_argument("--data", action="append",

