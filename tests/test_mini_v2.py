@@ -146,6 +146,17 @@ def test_a_short_v2_training_resumes_from_its_last_epoch_and_saves_a_loadable_mo
     assert model.visual.split == FINE_STAGE
 
 
+def test_a_frozen_text_projection_keeps_every_text_embedding_while_the_image_side_trains(tmp_path, monkeypatch,
+                                                                                          v2_0_dir):
+    monkeypatch.setenv("HYSTAR_CACHE", str(tmp_path / "cache"))
+    start = build_mini_v2(v2_0_dir).state_dict()
+    train_mini_v2(V2TrainConfig(epochs=1, limit=6, batch_size=8, category_batch=4, lr_text=0.0), tmp_path / "run",
+                  tmp_path / "m", start_from=v2_0_dir)
+    trained = load_mini(tmp_path / "m").state_dict()
+    assert torch.equal(trained["text.proj.weight"], start["text.proj.weight"])
+    assert not torch.equal(trained["visual.proj"], start["visual.proj"])
+
+
 def test_the_effnet_baseline_stays_the_imagenet_trunk_whatever_v2_trained(v1_dir):
     from hystar.eval.retrieval import EffNetPooled
 

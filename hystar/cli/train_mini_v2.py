@@ -24,6 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="photos with real sketches per step, each against one of its sketches (0: off)")
     parser.add_argument("--caption-weight", type=float, default=V2TrainConfig.caption_weight,
                         help="weight of COCO-mini train photos against one of their captions (text -> image)")
+    parser.add_argument("--lr-text", type=float, default=V2TrainConfig.lr_text,
+                        help="learning rate of the text projection, shared by captions, class prompts and doodle "
+                             "words (default: the head's; 0: frozen, so doodle words move only the image side)")
     parser.add_argument("--start-from", type=Path, default=MINI_DIR,
                         help="the hystar-mini folder whose weights training starts from (default: the shipped model)")
     doodles = parser.add_argument_group("Quick, Draw! doodles (hystar-mini v3 and later)")
@@ -49,6 +52,7 @@ def _run(args: argparse.Namespace) -> int:
     summary = train_mini_v2(V2TrainConfig(epochs=args.epochs, limit=args.limit, seed=args.seed,
                                           same_class=args.same_class, lowres_weight=args.lowres_weight,
                                           sketch_batch=args.sketch_batch, caption_weight=args.caption_weight,
+                                          lr_text=args.lr_text,
                                           doodles=DoodleConfig(batch=args.doodle_batch, views=args.doodle_views,
                                                                bitmaps_per_category=args.bitmaps,
                                                                text_weight=args.doodle_text_weight,

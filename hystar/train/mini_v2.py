@@ -111,6 +111,8 @@ class V2TrainConfig:
     caption_batch: int = 32       # COCO-mini train photos per step, each against one of its captions
     lr: float = 3e-4              # head
     lr_trunk: float = 5e-5        # the stride-32 stages, from ImageNet weights
+    lr_text: float | None = None  # the text projection (shared by captions, prompts and doodle words); None: lr,
+                                  # 0: frozen, so doodle words move only the image side
     weight_decay: float = 0.05
     warmup_steps: int = 50
     temperature: float = 0.05
@@ -251,11 +253,19 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                              for i in range(0, len(data.photos), 128)])
     visual = encoder.visual
     trunk_params = list(visual.later_stages.parameters())
-    trunk_ids = {id(p) for p in trunk_params}
-    head_params = [p for p in encoder.parameters() if p.requires_grad and id(p) not in trunk_ids]
-    optimizer = torch.optim.AdamW([{"params": head_params, "lr": cfg.lr, "base": cfg.lr},
-                                   {"params": trunk_params, "lr": cfg.lr_trunk, "base": cfg.lr_trunk}],
-                                  weight_decay=cfg.weight_decay)
+    text_params = list(encoder.text.proj.parameters())
+    lr_text = cfg.lr if cfg.lr_text is None else cfg.lr_text
+    if lr_text == 0:
+        for param in text_params:
+            param.requires_grad_(False)
+        text_params = []
+    apart = {id(p) for p in trunk_params + text_params}
+    head_params = [p for p in encoder.parameters() if p.requires_grad and id(p) not in apart]
+    groups = [{"params": head_params, "lr": cfg.lr, "base": cfg.lr},
+              {"params": trunk_params, "lr": cfg.lr_trunk, "base": cfg.lr_trunk}]
+    if text_params:
+        groups.append({"params": text_params, "lr": lr_text, "base": lr_text})
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     by_photo = rows_by_photo(data.rendering_photo)
     lowres_of = rows_by_photo(data.rendering_photo, data.rendering_lowres)
     sketches_of = rows_by_photo(data.rendering_photo, data.rendering_sketch)
@@ -344,7 +354,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                     + cfg.sketch_weight * loss_sketch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(head_params + trunk_params, 1.0)
+            torch.nn.utils.clip_grad_norm_(head_params + trunk_params + text_params, 1.0)
             optimizer.step()
             step += 1
             seen_images += len(batch)
