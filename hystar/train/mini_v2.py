@@ -253,9 +253,10 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
                              for i in range(0, len(data.photos), 128)])
     visual = encoder.visual
     trunk_params = list(visual.later_stages.parameters())
-    text_params = list(encoder.text.proj.parameters())
-    lr_text = cfg.lr if cfg.lr_text is None else cfg.lr_text
-    if lr_text == 0:
+    # the text projection has a group of its own only when given its own rate (the default keeps the two groups
+    # of earlier checkpoints, which then resume as before)
+    text_params = list(encoder.text.proj.parameters()) if cfg.lr_text is not None else []
+    if cfg.lr_text == 0:
         for param in text_params:
             param.requires_grad_(False)
         text_params = []
@@ -264,7 +265,7 @@ def train_mini_v2(cfg: V2TrainConfig, out: Path, save_to: Path | None = None,
     groups = [{"params": head_params, "lr": cfg.lr, "base": cfg.lr},
               {"params": trunk_params, "lr": cfg.lr_trunk, "base": cfg.lr_trunk}]
     if text_params:
-        groups.append({"params": text_params, "lr": lr_text, "base": lr_text})
+        groups.append({"params": text_params, "lr": cfg.lr_text, "base": cfg.lr_text})
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
     by_photo = rows_by_photo(data.rendering_photo)
     lowres_of = rows_by_photo(data.rendering_photo, data.rendering_lowres)
