@@ -18,17 +18,14 @@ import time
 
 import torch
 
-from hystar.encoder.mini import imagenet_efficientnet_lite
+from hystar.encoder.mini import FINE_STAGE, imagenet_efficientnet_lite
 
 NATIVE_RESOLUTION = {0: 224, 1: 240, 2: 260, 3: 280, 4: 300}
-STRIDE16_BLOCKS = 5  # timm's EfficientNet blocks 0-4 end at stride 16, 5-6 at stride 32
 
 
 def to_stride16(trunk: torch.nn.Module, pixels: torch.Tensor) -> torch.Tensor:
-    x = trunk.bn1(trunk.conv_stem(pixels))
-    for block in trunk.blocks[:STRIDE16_BLOCKS]:
-        x = block(x)
-    return x
+    """The part of the trunk hystar-mini caches (`MiniVisionTower.trunk`): stem and blocks up to stride 16."""
+    return trunk.blocks[:FINE_STAGE](trunk.bn1(trunk.conv_stem(pixels)))
 
 
 def seconds(fn, pixels: torch.Tensor) -> float:
